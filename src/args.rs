@@ -1,0 +1,300 @@
+//! Command-line arguments: each option defined once, with its help text. Parsing only validates;
+//! files are opened by the commands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Fine-tune vision-language models on product catalogs.
+///
+/// tailor reads a catalog of product photos with categories and descriptions, turns each row into
+/// the chat the recipe trains on (system message, user: image + prompt, assistant:
+/// "category1/category2: description"), and prepares it exactly as Hugging Face's Qwen2.5-VL
+/// processor does.
+#[derive(Debug, Parser)]
+#[command(name = "tailor", version, about, long_about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect, split and prepare catalogs.
+    Data {
+        /// The data command.
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+/// `tailor data …`
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Summarise a catalog: rows, columns, categories, image sizes, image and text tokens, and how
+    /// much the random split leaks products across splits.
+    Stats(StatsArgs),
+    /// Split a catalog into train / valid / test and write DIR/split.json (0-based row indices).
+    ///
+    /// Without --group-by the rows and their order are exactly those of Hugging Face datasets'
+    /// `train_test_split(test_size, seed)` followed by a second `train_test_split(valid_size,
+    /// seed)` of the test part (train = first train, valid = second train, test = second test).
+    /// With --group-by no product appears in two splits.
+    Split(SplitArgs),
+    /// Show the chat samples of a few rows as the model will see them: rendered text, token
+    /// counts, image grid and which tokens carry labels.
+    Preview(PreviewArgs),
+    /// Write the synthetic sample catalog (or a larger one) to disk in any supported layout.
+    Synth(SynthArgs),
+}
+
+/// Where the catalog is and which columns play which role.
+#[derive(Debug, Args, Clone)]
+pub struct DatasetArgs {
+    /// The catalog: a .parquet file, a folder of parquet shards, a HF dataset folder with
+    /// data/*.parquet, a .jsonl or .csv file, or an image folder with metadata.jsonl /
+    /// metadata.csv. Without it, the synthetic sample catalog built into tailor is used.
+    #[arg(long, value_name = "PATH", env = "TAILOR_DATASET")]
+    pub dataset: Option<PathBuf>,
+    /// Column holding the image ({bytes, path} struct, bytes, or a path / base64 string).
+    #[arg(long, default_value = "image", value_name = "NAME")]
+    pub image_column: String,
+    /// Column holding the first category level (e.g. WOMEN).
+    #[arg(long, default_value = "category1", value_name = "NAME")]
+    pub category1_column: String,
+    /// Column holding the second category level (e.g. dresses).
+    #[arg(long, default_value = "category2", value_name = "NAME")]
+    pub category2_column: String,
+    /// Column holding the description.
+    #[arg(long, default_value = "text", value_name = "NAME")]
+    pub text_column: String,
+    /// Skip rows that cannot be used (null values, bad images, invalid UTF-8) and report how many,
+    /// instead of stopping at the first one.
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+/// Product grouping.
+#[derive(Debug, Args, Clone)]
+pub struct GroupArgs {
+    /// Column that identifies the product (e.g. item_ID); rows of one product stay together.
+    #[arg(long, value_name = "COLUMN")]
+    pub group_by: Option<String>,
+    /// Regex applied to the --group-by value; its first capture group is the product id
+    /// (e.g. 'id_(\d+)' for DeepFashion's item_ID).
+    #[arg(long, value_name = "REGEX", requires = "group_by")]
+    pub group_pattern: Option<String>,
+}
+
+/// Split fractions and seed, named as in `train_test_split`.
+#[derive(Debug, Args, Clone)]
+pub struct SplitSizes {
+    /// Fraction of rows held out from training (valid + test).
+    #[arg(long, default_value_t = 0.2, value_name = "FRACTION", value_parser = fraction)]
+    pub test_size: f64,
+    /// Fraction of the held-out rows that become the test split (the rest is valid).
+    #[arg(long, default_value_t = 0.5, value_name = "FRACTION", value_parser = fraction)]
+    pub valid_size: f64,
+    /// Seed of the NumPy generator (`np.random.default_rng(seed)`) that shuffles rows.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// The model files the text and image processing read.
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// Model folder with tokenizer.json, the chat template and preprocessor_config.json. Without
+    /// it, tailor's embedded tiny tokenizer and the Qwen2.5-VL-3B image settings are used: image
+    /// token counts are then exact, text token counts only indicative.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Override the processor's min_pixels.
+    #[arg(long, value_name = "N")]
+    pub min_pixels: Option<u64>,
+    /// Override the processor's max_pixels (caps image tokens: one token per 28×28 pixels).
+    #[arg(long, value_name = "N")]
+    pub max_pixels: Option<u64>,
+}
+
+/// Chat formatting.
+#[derive(Debug, Args, Clone)]
+pub struct ChatArgs {
+    /// System message template ({column} placeholders allowed). Default: the recipe's.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub system: Option<String>,
+    /// Send no system message (the chat template then adds its own default).
+    #[arg(long, conflicts_with = "system")]
+    pub no_system: bool,
+    /// User prompt template after the image. Default: "What is this product?".
+    #[arg(long, value_name = "TEMPLATE")]
+    pub prompt: Option<String>,
+    /// Assistant answer template. Default: "{category1}/{category2}: {text}".
+    #[arg(long, value_name = "TEMPLATE")]
+    pub target: Option<String>,
+    /// Which tokens carry labels: `assistant` (the answer and its closing <|im_end|>) or `recipe`
+    /// (the TRL tutorial collator: everything except padding and image tokens).
+    #[arg(long, value_enum, default_value_t = LabelMaskArg::Assistant)]
+    pub label_mask: LabelMaskArg,
+    /// Longest sample in tokens; longer ones are skipped (never cut through image tokens) and
+    /// counted.
+    #[arg(long, value_name = "TOKENS")]
+    pub max_length: Option<usize>,
+}
+
+/// `--label-mask` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LabelMaskArg {
+    /// Only the assistant's answer and its closing <|im_end|>.
+    Assistant,
+    /// The TRL tutorial's collator (pad and image tokens ignored, everything else trained).
+    Recipe,
+}
+
+/// `tailor data stats`
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub chat: ChatArgs,
+    #[command(flatten)]
+    pub group: GroupArgs,
+    #[command(flatten)]
+    pub sizes: SplitSizes,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tailor data split`
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+    #[command(flatten)]
+    pub group: GroupArgs,
+    #[command(flatten)]
+    pub sizes: SplitSizes,
+    /// Folder to write split.json into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// `tailor data preview`
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub chat: ChatArgs,
+    /// How many rows to show.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub rows: usize,
+    /// First row to show (0-based).
+    #[arg(long, default_value_t = 0, value_name = "ROW")]
+    pub from: usize,
+}
+
+/// `tailor data synth`
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output: a .parquet / .jsonl / .csv file, or a folder for --format imagefolder.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+    /// Layout to write; by default taken from --out's extension.
+    #[arg(long, value_enum)]
+    pub format: Option<SynthFormat>,
+    /// Number of rows (default: the embedded sample's size). Rows beyond the sample's products
+    /// continue with new products.
+    #[arg(long, value_name = "N")]
+    pub rows: Option<usize>,
+    /// Seed of the catalog generator.
+    #[arg(long, value_name = "SEED")]
+    pub seed: Option<u64>,
+}
+
+/// Layouts `tailor data synth` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SynthFormat {
+    /// Parquet in the Hugging Face datasets layout (image = {bytes, path}).
+    Parquet,
+    /// JSON Lines with base64 images.
+    Jsonl,
+    /// CSV with base64 images.
+    Csv,
+    /// A folder of images plus metadata.jsonl.
+    Imagefolder,
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be strictly between 0 and 1"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tailor").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn split_defaults_are_the_recipes() {
+        let Command::Data {
+            command: DataCommand::Split(a),
+        } = parse(&["data", "split", "--out", "o"]).unwrap()
+        else {
+            panic!("not split")
+        };
+        assert_eq!((a.sizes.test_size, a.sizes.valid_size, a.sizes.seed), (0.2, 0.5, 42));
+        assert!(a.dataset.dataset.is_none() && a.group.group_by.is_none());
+    }
+
+    #[test]
+    fn fractions_are_validated() {
+        assert!(parse(&["data", "split", "--out", "o", "--test-size", "1.5"]).is_err());
+        assert!(parse(&["data", "split", "--out", "o", "--test-size", "0"]).is_err());
+        assert!(parse(&["data", "split", "--out", "o", "--valid-size", "x"]).is_err());
+        assert!(parse(&["data", "split", "--out", "o", "--test-size", "0.1"]).is_ok());
+    }
+
+    #[test]
+    fn group_pattern_needs_group_by() {
+        assert!(parse(&["data", "split", "--out", "o", "--group-pattern", "id_(\\d+)"]).is_err());
+        assert!(
+            parse(&["data", "split", "--out", "o", "--group-by", "item_ID", "--group-pattern", "id_(\\d+)"])
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn system_and_no_system_conflict() {
+        assert!(parse(&["data", "stats", "--system", "x", "--no-system"]).is_err());
+        let Command::Data {
+            command: DataCommand::Stats(a),
+        } = parse(&["data", "stats", "--label-mask", "recipe", "--json"]).unwrap()
+        else {
+            panic!("not stats")
+        };
+        assert_eq!(a.chat.label_mask, LabelMaskArg::Recipe);
+        assert!(a.json);
+    }
+}
