@@ -176,7 +176,10 @@ mod tests {
     #[test]
     fn templates_parse_and_escape() {
         let t = Template::parse("{category1}/{ category2 }: {text} {{literal}}").unwrap();
-        assert_eq!(t.columns().collect::<Vec<_>>(), ["category1", "category2", "text"]);
+        assert_eq!(
+            t.columns().collect::<Vec<_>>(),
+            ["category1", "category2", "text"]
+        );
         assert!(Template::parse("{open").is_err());
         assert!(Template::parse("{}").is_err());
         assert!(Template::parse("a } b").is_err());
@@ -185,6 +188,9 @@ mod tests {
 
     #[test]
     fn recipe_columns() {
-        assert_eq!(ChatFormat::recipe().columns(), ["category1", "category2", "text"]);
+        assert_eq!(
+            ChatFormat::recipe().columns(),
+            ["category1", "category2", "text"]
+        );
     }
 }

@@ -43,7 +43,10 @@ impl GroupKey {
                         format!("{value:?} does not match --group-pattern {:?}", re.as_str()),
                     )
                 })?;
-                Ok(caps.get(1).or_else(|| caps.get(0)).map_or("", |m| m.as_str()))
+                Ok(caps
+                    .get(1)
+                    .or_else(|| caps.get(0))
+                    .map_or("", |m| m.as_str()))
             }
         }
     }
@@ -91,7 +94,11 @@ mod tests {
     #[test]
     fn deepfashion_product_ids() {
         let k = GroupKey::new("item_ID", Some(r"id_(\d+)")).unwrap();
-        assert_eq!(k.key(&row("WOMEN-Blouses_Shirts-id_00005873-02_3_back")).unwrap(), "00005873");
+        assert_eq!(
+            k.key(&row("WOMEN-Blouses_Shirts-id_00005873-02_3_back"))
+                .unwrap(),
+            "00005873"
+        );
         let err = k.key(&row("no id here")).unwrap_err().to_string();
         assert!(err.contains("row 3") && err.contains("item_ID"), "{err}");
         let whole = GroupKey::new("item_ID", None).unwrap();

@@ -74,7 +74,14 @@ impl Processor {
         let cfg = ProcessorConfig::from_json(&json).map_err(|e| model_err(&pre, e))?;
         let config = dir.join("config.json");
         let rope = RopeConfig::from_config_json(&config).map_err(|e| model_err(&config, e))?;
-        Self::assemble(ModelSource::Dir(dir.to_path_buf()), text, cfg, rope, min_pixels, max_pixels)
+        Self::assemble(
+            ModelSource::Dir(dir.to_path_buf()),
+            text,
+            cfg,
+            rope,
+            min_pixels,
+            max_pixels,
+        )
     }
 
     /// tailor's embedded tiny tokenizer and template with the Qwen2.5-VL-3B image settings: image
@@ -85,7 +92,8 @@ impl Processor {
             .map_err(|e| model_err(origin, e))?;
         let config: serde_json::Value =
             serde_json::from_str(embedded::TOKENIZER_CONFIG).map_err(|e| model_err(origin, e))?;
-        let tokenizer = Tokenizer::from_parts(inner, &config, origin).map_err(|e| model_err(origin, e))?;
+        let tokenizer =
+            Tokenizer::from_parts(inner, &config, origin).map_err(|e| model_err(origin, e))?;
         let template: serde_json::Value =
             serde_json::from_str(embedded::CHAT_TEMPLATE).map_err(|e| model_err(origin, e))?;
         let template = template
@@ -105,7 +113,11 @@ impl Processor {
     }
 
     /// [`Processor::from_dir`] when a folder is given, else [`Processor::embedded`].
-    pub fn load(dir: Option<&Path>, min_pixels: Option<u64>, max_pixels: Option<u64>) -> Result<Self> {
+    pub fn load(
+        dir: Option<&Path>,
+        min_pixels: Option<u64>,
+        max_pixels: Option<u64>,
+    ) -> Result<Self> {
         match dir {
             Some(d) => Self::from_dir(d, min_pixels, max_pixels),
             None => Self::embedded(min_pixels, max_pixels),
@@ -173,7 +185,12 @@ impl Processor {
     }
 
     /// Decodes and processes a row's image, appending its patches to `pixels`.
-    pub fn pixels_of(&self, row: &Row, image_column: &str, pixels: &mut Vec<f32>) -> Result<ImageGrid> {
+    pub fn pixels_of(
+        &self,
+        row: &Row,
+        image_column: &str,
+        pixels: &mut Vec<f32>,
+    ) -> Result<ImageGrid> {
         let bytes = row
             .image(image_column)?
             .bytes()
@@ -255,7 +272,9 @@ fn rope_from_json(text: &str) -> std::result::Result<RopeConfig, String> {
             .and_then(|x| u32::try_from(x).ok())
             .ok_or_else(|| format!("config.json lacks {key}"))
     };
-    let vision = v.get("vision_config").ok_or("config.json lacks vision_config")?;
+    let vision = v
+        .get("vision_config")
+        .ok_or("config.json lacks vision_config")?;
     Ok(RopeConfig {
         image_token_id: get(&v, "image_token_id")?,
         video_token_id: get(&v, "video_token_id")?,
@@ -291,18 +310,41 @@ mod tests {
     fn batch_of_sample_rows_is_consistent() {
         let p = Processor::embedded(None, None).unwrap();
         let cat = Catalog::sample();
-        let rows: Vec<Row> = cat.rows(true).unwrap().take(3).map(|r| r.unwrap()).collect();
+        let rows: Vec<Row> = cat
+            .rows(true)
+            .unwrap()
+            .take(3)
+            .map(|r| r.unwrap())
+            .collect();
         let (batch, report) = p
-            .batch(&rows, &ChatFormat::recipe(), "image", LabelMask::Assistant, None)
+            .batch(
+                &rows,
+                &ChatFormat::recipe(),
+                "image",
+                LabelMask::Assistant,
+                None,
+            )
             .unwrap();
         assert_eq!(report.kept, [0, 1, 2]);
         assert_eq!(batch.tokens.batch_size, 3);
         let patches: usize = batch.image_grids.iter().map(ImageGrid::patches).sum();
         assert_eq!(batch.pixel_values.len(), patches * batch.patch_dim);
         let image_pad = p.text.tokenizer().special().image_pad;
-        let pads = batch.tokens.input_ids.iter().filter(|&&t| t == image_pad).count();
+        let pads = batch
+            .tokens
+            .input_ids
+            .iter()
+            .filter(|&&t| t == image_pad)
+            .count();
         let merge = p.image.config().merge_size;
-        assert_eq!(pads, batch.image_grids.iter().map(|g| g.llm_tokens(merge)).sum::<usize>());
+        assert_eq!(
+            pads,
+            batch
+                .image_grids
+                .iter()
+                .map(|g| g.llm_tokens(merge))
+                .sum::<usize>()
+        );
         // Some labels exist and none sits on an image or pad token.
         let labelled = batch.tokens.labels.iter().filter(|&&l| l >= 0).count();
         assert!(labelled > 0);

@@ -224,11 +224,16 @@ pub fn compute(catalog: &Catalog, opts: &StatsOptions<'_>) -> Result<Stats> {
     for row in catalog.rows(true)? {
         (opts.on_row)();
         let measured = row.and_then(|row| {
-            let group = opts.group.map(|g| g.key(&row).map(str::to_string)).transpose()?;
+            let group = opts
+                .group
+                .map(|g| g.key(&row).map(str::to_string))
+                .transpose()?;
             let c1 = row.require(&map.category1)?.to_string();
             let c2 = row.require(&map.category2)?.to_string();
             let (w, h, grid) = opts.processor.grid_of(&row, &image_column)?;
-            let enc = opts.processor.encode(&row, opts.format, grid, opts.label_mask)?;
+            let enc = opts
+                .processor
+                .encode(&row, opts.format, grid, opts.label_mask)?;
             Ok((row, group, c1, c2, w, h, grid, enc))
         });
         let (row, group, c1, c2, w, h, grid, enc) = match measured {
@@ -320,12 +325,18 @@ pub fn compute(catalog: &Catalog, opts: &StatsOptions<'_>) -> Result<Stats> {
             groups: per_group.len(),
             rows_per_group: Summary::of(per_group.into_values().collect()),
             random_split_leak: leaked_groups(&split, &groups.rows),
-            grouped_split_sizes: grouped_split(&groups.rows, opts.test_size, opts.valid_size, opts.seed)
-                .map(|s| [s.train.len(), s.valid.len(), s.test.len()])
-                .map_err(|e| e.to_string()),
+            grouped_split_sizes: grouped_split(
+                &groups.rows,
+                opts.test_size,
+                opts.valid_size,
+                opts.seed,
+            )
+            .map(|s| [s.train.len(), s.valid.len(), s.test.len()])
+            .map_err(|e| e.to_string()),
         }
     });
-    let mut common: Vec<(u32, u32, usize)> = sizes.into_iter().map(|((w, h), c)| (w, h, c)).collect();
+    let mut common: Vec<(u32, u32, usize)> =
+        sizes.into_iter().map(|((w, h), c)| (w, h, c)).collect();
     common.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (a.0, a.1).cmp(&(b.0, b.1))));
     common.truncate(5);
     let cfg = opts.processor.image.config();
@@ -411,6 +422,9 @@ mod tests {
         let g = s.groups.as_ref().unwrap();
         // Several views per product: the random split must leak some products.
         assert!(g.groups < s.rows && g.random_split_leak.leaked_groups > 0);
-        assert_eq!(serde_json::to_string(&s).unwrap(), serde_json::to_string(&run()).unwrap());
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            serde_json::to_string(&run()).unwrap()
+        );
     }
 }

@@ -39,7 +39,7 @@
 //! let out = processor.process(&image)?;
 //! assert_eq!((out.grid.t, out.grid.h, out.grid.w), (1, 4, 6));
 //! assert_eq!(out.pixel_values.len(), 24 * 1176);
-//! assert_eq!(out.pixel_values[..4], [-1.7922626, -1.704672, -1.602483, -1.500294]);
+//! assert_eq!(out.pixel_values[..4], [-1.7922626, -1.704672, -1.6024829, -1.500294]);
 //! // The grid is known without decoding or resizing anything.
 //! assert_eq!(processor.grid_for(h, w)?, out.grid);
 //! # Ok::<(), tailor_image::ImageError>(())

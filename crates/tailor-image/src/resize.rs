@@ -425,8 +425,8 @@ mod tests {
         assert_eq!(err.to_string(), "aspect ratio 200.1 of a 2001x10 image is over the limit of 200");
         assert!(smart_resize(10, 2000, 28, 3136, 12_845_056).is_ok());
         assert!(matches!(smart_resize(0, 5, 28, 1, 2), Err(ImageError::ZeroSize { .. })));
-        // Downscale branch clamps each side to at least one factor.
-        assert_eq!(smart_resize(20, 3000, 28, 56, 5000).unwrap(), (28, 168));
+        // The downscale branch clamps each side to at least one factor (transformers 5.24).
+        assert_eq!(smart_resize(20, 3000, 28, 56, 5000).unwrap(), (28, 840));
         // Tiny images are upscaled, not rejected (transformers ≥ 4.53).
         assert_eq!(smart_resize(3, 5, 28, 3136, 12_845_056).unwrap(), (56, 84));
     }

@@ -237,6 +237,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn processor_can_be_shared_across_loader_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<TextProcessor>();
+    }
+
+    #[test]
     fn expansion_maps_positions_past_placeholders() {
         let p = "<P>";
         let grids = [

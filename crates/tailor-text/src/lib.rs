@@ -10,11 +10,12 @@
 //! - [`ChatTemplate`] finds the processor chat template of a model directory in transformers'
 //!   order and renders [`Message`]s with minijinja the way transformers renders them with Jinja2.
 //! - [`TextProcessor`] expands each `<|image_pad|>` to one placeholder per merged patch,
-//!   tokenizes, and builds the labels under a [`LabelMask`] in one function,
-//!   [`TextProcessor::encode_chat`]; [`TextProcessor::encode_prompt`] does the inference side.
+//!   tokenizes, and builds the labels under a [`LabelMask`](tailor_core::LabelMask) in one
+//!   function, [`TextProcessor::encode_chat`]; [`TextProcessor::encode_prompt`] does the
+//!   inference side.
 //! - [`rope_index`] computes the 3-D M-RoPE positions of a sequence as transformers 5.24 does.
-//! - [`collate`] pads samples into a [`TokenBatch`], skipping (never truncating) samples over
-//!   the length limit.
+//! - [`collate`] pads samples into a [`TokenBatch`](tailor_core::TokenBatch), skipping (never
+//!   truncating) samples over the length limit.
 //!
 //! Parity with transformers 5.24 / TRL is checked against fixtures written by
 //! `tools/reference/text_fixtures.py` on the tiny model in `tests/fixtures/tiny-model`.

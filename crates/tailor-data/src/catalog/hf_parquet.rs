@@ -103,15 +103,17 @@ pub(super) fn rows<'a>(files: &'a [PathBuf], image: Option<&'a str>) -> Result<R
         shards.push((path.clone(), offset, groups));
         offset += b.metadata().file_metadata().num_rows() as usize;
     }
-    let it = shards.into_iter().flat_map(move |(path, first_row, groups)| {
-        let file: Arc<Path> = Arc::from(path.as_path());
-        let mut start = first_row;
-        groups.into_iter().enumerate().flat_map(move |(rg, n)| {
-            let rows = GroupRows::new(file.clone(), rg, start, image);
-            start += n;
-            rows
-        })
-    });
+    let it = shards
+        .into_iter()
+        .flat_map(move |(path, first_row, groups)| {
+            let file: Arc<Path> = Arc::from(path.as_path());
+            let mut start = first_row;
+            groups.into_iter().enumerate().flat_map(move |(rg, n)| {
+                let rows = GroupRows::new(file.clone(), rg, start, image);
+                start += n;
+                rows
+            })
+        });
     Ok(Box::new(it))
 }
 
@@ -177,7 +179,11 @@ impl<'a> GroupRows<'a> {
             .copied()
             .filter(|&i| is_string(schema.field(i).data_type()))
             .collect();
-        let others: Vec<usize> = keep.iter().copied().filter(|i| !strings.contains(i)).collect();
+        let others: Vec<usize> = keep
+            .iter()
+            .copied()
+            .filter(|i| !strings.contains(i))
+            .collect();
         let raw = raw_byte_columns(&self.file, self.group, &strings)?;
         let mask = ProjectionMask::roots(b.parquet_schema(), others.clone());
         let reader = b
@@ -202,9 +208,14 @@ impl<'a> GroupRows<'a> {
             let f = schema.field(i);
             if let Some(k) = strings.iter().position(|&s| s == i) {
                 fields.push(Field::new(f.name(), DataType::Binary, true));
-                arrays.push(Arc::new(BinaryArray::from_iter(raw[k].iter().map(|v| v.as_deref()))));
+                arrays.push(Arc::new(BinaryArray::from_iter(
+                    raw[k].iter().map(|v| v.as_deref()),
+                )));
             } else {
-                let k = others.iter().position(|&o| o == i).expect("projected column");
+                let k = others
+                    .iter()
+                    .position(|&o| o == i)
+                    .expect("projected column");
                 fields.push(f.as_ref().clone());
                 arrays.push(other_cols[k].clone());
             }
@@ -213,7 +224,12 @@ impl<'a> GroupRows<'a> {
             .map_err(|e| DataError::format(self.file.as_ref(), e))?;
         let from = self.done_rows.min(n);
         let batch = batch.slice(from, n - from);
-        Ok(batch_rows(&batch, self.first_row + from, &self.file, self.image))
+        Ok(batch_rows(
+            &batch,
+            self.first_row + from,
+            &self.file,
+            self.image,
+        ))
     }
 }
 
@@ -255,10 +271,7 @@ impl Iterator for GroupRows<'_> {
                         Err(_) => {
                             return Some(Err(DataError::format(
                                 self.file.as_ref(),
-                                format!(
-                                    "rows from {}: {e}",
-                                    self.first_row + self.done_rows
-                                ),
+                                format!("rows from {}: {e}", self.first_row + self.done_rows),
                             )));
                         }
                     }
@@ -289,8 +302,13 @@ fn raw_byte_columns(
             .ok_or_else(|| DataError::format(path, format!("column `{name}` is nested")))?;
         let max_def = descr.column(leaf).max_def_level();
         let n = rg.metadata().num_rows() as usize;
-        let ColumnReader::ByteArrayColumnReader(mut r) = rg.get_column_reader(leaf).map_err(fail)? else {
-            return Err(DataError::format(path, format!("column `{name}` is not a byte array")));
+        let ColumnReader::ByteArrayColumnReader(mut r) =
+            rg.get_column_reader(leaf).map_err(fail)?
+        else {
+            return Err(DataError::format(
+                path,
+                format!("column `{name}` is not a byte array"),
+            ));
         };
         let mut defs = Vec::new();
         let mut values: Vec<ByteArray> = Vec::new();
@@ -301,7 +319,11 @@ fn raw_byte_columns(
             vals.map(|v| Some(v.data().to_vec())).collect()
         } else {
             defs.iter()
-                .map(|&d| (d == max_def).then(|| vals.next().map(|v| v.data().to_vec())).flatten())
+                .map(|&d| {
+                    (d == max_def)
+                        .then(|| vals.next().map(|v| v.data().to_vec()))
+                        .flatten()
+                })
                 .collect()
         };
         out.push(col);
@@ -325,7 +347,12 @@ fn is_scalar(t: &DataType) -> bool {
         )
 }
 
-fn batch_rows(batch: &RecordBatch, start: usize, file: &Arc<Path>, image: Option<&str>) -> Vec<Result<Row>> {
+fn batch_rows(
+    batch: &RecordBatch,
+    start: usize,
+    file: &Arc<Path>,
+    image: Option<&str>,
+) -> Vec<Result<Row>> {
     let schema = batch.schema();
     let names: Arc<[String]> = schema
         .fields()
@@ -347,7 +374,10 @@ fn batch_rows(batch: &RecordBatch, start: usize, file: &Arc<Path>, image: Option
             let index = start + i;
             let mut values = Vec::with_capacity(scalar.len());
             for (name, col) in names.iter().zip(&scalar) {
-                values.push(cell_text(*col, i).map_err(|r| DataError::row(file.as_ref(), index, name, r))?);
+                values.push(
+                    cell_text(*col, i)
+                        .map_err(|r| DataError::row(file.as_ref(), index, name, r))?,
+                );
             }
             let image = match image_col {
                 None => None,
@@ -447,6 +477,11 @@ fn binary_cell(col: &dyn Array, i: usize) -> std::result::Result<Option<Vec<u8>>
         DataType::Binary => col.as_binary::<i32>().value(i).to_vec(),
         DataType::LargeBinary => col.as_binary::<i64>().value(i).to_vec(),
         DataType::BinaryView => col.as_binary_view().value(i).to_vec(),
-        other => return Err(format!("image bytes have type {}, expected binary", type_name(other))),
+        other => {
+            return Err(format!(
+                "image bytes have type {}, expected binary",
+                type_name(other)
+            ));
+        }
     }))
 }

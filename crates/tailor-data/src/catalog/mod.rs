@@ -347,12 +347,13 @@ impl Catalog {
         }
     }
 
-    /// Fails unless the group column of the mapping exists.
-    pub fn require_group_column(&self) -> Result<()> {
-        if self.columns.iter().any(|c| c.name == self.map.group) {
+    /// Fails with [`DataError::MissingColumn`] unless `column` exists; `flag` is the option that
+    /// named it, quoted in the message.
+    pub fn require_column(&self, column: &str, flag: &str) -> Result<()> {
+        if self.columns.iter().any(|c| c.name == column) {
             Ok(())
         } else {
-            Err(self.missing(&self.map.group, "group-by"))
+            Err(self.missing(column, flag))
         }
     }
 
@@ -497,7 +498,10 @@ fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
     for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;
         let p = entry.path();
-        if p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) {
+        if p.is_file()
+            && p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+        {
             files.push(p);
         }
     }

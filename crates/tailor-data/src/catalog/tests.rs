@@ -20,10 +20,19 @@ pub(crate) fn records(n: usize) -> Vec<Record> {
             image: png(8 + i as u32 % 5, 6, i as u8),
             image_name: format!("{i:05}.png"),
             columns: vec![
-                ("category1".into(), Some(if i % 3 == 0 { "MEN" } else { "WOMEN" }.into())),
-                ("category2".into(), Some(["tees", "dresses", "pants"][i % 3].into())),
+                (
+                    "category1".into(),
+                    Some(if i % 3 == 0 { "MEN" } else { "WOMEN" }.into()),
+                ),
+                (
+                    "category2".into(),
+                    Some(["tees", "dresses", "pants"][i % 3].into()),
+                ),
                 ("text".into(), Some(format!("This female wears item {i}."))),
-                ("item_ID".into(), Some(format!("WOMEN-Tees-id_{:08}-01_{}_front", i / 2, i % 2))),
+                (
+                    "item_ID".into(),
+                    Some(format!("WOMEN-Tees-id_{:08}-01_{}_front", i / 2, i % 2)),
+                ),
             ],
         })
         .collect()
@@ -42,7 +51,10 @@ fn check_roundtrip(c: &Catalog, n: usize) {
         for (k, v) in &rec.columns {
             assert_eq!(row.get(k), v.as_deref(), "row {} column {k}", row.index);
         }
-        assert_eq!(row.image.as_ref().unwrap().bytes().unwrap().as_ref(), &rec.image[..]);
+        assert_eq!(
+            row.image.as_ref().unwrap().bytes().unwrap().as_ref(),
+            &rec.image[..]
+        );
     }
     assert!(read_all(c, false).iter().all(|r| r.image.is_none()));
 }
@@ -62,8 +74,16 @@ fn parquet_file_roundtrip() {
 fn parquet_dataset_folder_and_shards_keep_row_order() {
     let dir = tempfile::tempdir().unwrap();
     let all = records(30);
-    write_parquet(&dir.path().join("data/train-00001-of-00002.parquet"), all[17..].to_vec()).unwrap();
-    write_parquet(&dir.path().join("data/train-00000-of-00002.parquet"), all[..17].to_vec()).unwrap();
+    write_parquet(
+        &dir.path().join("data/train-00001-of-00002.parquet"),
+        all[17..].to_vec(),
+    )
+    .unwrap();
+    write_parquet(
+        &dir.path().join("data/train-00000-of-00002.parquet"),
+        all[..17].to_vec(),
+    )
+    .unwrap();
     let c = Catalog::open(dir.path(), &ColumnMap::deepfashion()).unwrap();
     assert_eq!(c.files().len(), 2);
     check_roundtrip(&c, 30);
@@ -113,7 +133,10 @@ fn parquet_image_path_resolves_against_the_file() {
     let c = Catalog::open(&p, &ColumnMap::deepfashion()).unwrap();
     let row = &read_all(&c, true)[0];
     assert_eq!(row.image, Some(ImageRef::Path(dir.path().join("a.png"))));
-    assert_eq!(row.image.as_ref().unwrap().bytes().unwrap().as_ref(), &png(5, 5, 1)[..]);
+    assert_eq!(
+        row.image.as_ref().unwrap().bytes().unwrap().as_ref(),
+        &png(5, 5, 1)[..]
+    );
 }
 
 #[test]
@@ -150,7 +173,10 @@ fn data_uri_and_base64_and_paths() {
         ImageRef::Path("/data/imgs/a.jpg".into())
     );
     let long = "A".repeat(64);
-    assert!(matches!(image_from_str(&long, base).unwrap(), ImageRef::Bytes(_)));
+    assert!(matches!(
+        image_from_str(&long, base).unwrap(),
+        ImageRef::Bytes(_)
+    ));
     assert!(image_from_str("", base).is_err());
     assert!(image_from_str("data:image/png,xyz", base).is_err());
 }
@@ -163,7 +189,10 @@ fn missing_and_mistyped_columns_name_the_file_and_column() {
     let mut map = ColumnMap::deepfashion();
     map.category2 = "kind".into();
     let err = Catalog::open(&p, &map).unwrap_err().to_string();
-    assert!(err.contains("cat.parquet") && err.contains("`kind`") && err.contains("category2"), "{err}");
+    assert!(
+        err.contains("cat.parquet") && err.contains("`kind`") && err.contains("category2"),
+        "{err}"
+    );
 
     let j = dir.path().join("typed.jsonl");
     std::fs::write(
@@ -171,8 +200,13 @@ fn missing_and_mistyped_columns_name_the_file_and_column() {
         "{\"image\": \"a.png\", \"category1\": 3, \"category2\": \"x\", \"text\": \"t\"}\n",
     )
     .unwrap();
-    let err = Catalog::open(&j, &ColumnMap::deepfashion()).unwrap_err().to_string();
-    assert!(err.contains("typed.jsonl") && err.contains("category1") && err.contains("number"), "{err}");
+    let err = Catalog::open(&j, &ColumnMap::deepfashion())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("typed.jsonl") && err.contains("category1") && err.contains("number"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -180,28 +214,55 @@ fn bad_rows_are_reported_and_reading_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let j = dir.path().join("bad.jsonl");
     let mut bytes = Vec::new();
-    bytes.extend_from_slice(b"{\"image\": \"a.png\", \"category1\": \"MEN\", \"category2\": \"x\", \"text\": \"ok\"}\n");
+    bytes.extend_from_slice(
+        b"{\"image\": \"a.png\", \"category1\": \"MEN\", \"category2\": \"x\", \"text\": \"ok\"}\n",
+    );
     bytes.extend_from_slice(b"{\"image\": \"a.png\", \"category1\": \"MEN\", \"category2\": \"x\", \"text\": \"bad \xff\"}\n");
     bytes.extend_from_slice(b"not json\n");
-    bytes.extend_from_slice(b"{\"image\": null, \"category1\": \"MEN\", \"category2\": \"x\", \"text\": \"t\"}\n");
+    bytes.extend_from_slice(
+        b"{\"image\": null, \"category1\": \"MEN\", \"category2\": \"x\", \"text\": \"t\"}\n",
+    );
     bytes.extend_from_slice(b"{\"image\": \"b.png\", \"category1\": \"WOMEN\", \"category2\": \"y\", \"text\": \"ok2\"}\n");
     std::fs::write(&j, bytes).unwrap();
     let c = Catalog::open(&j, &ColumnMap::deepfashion()).unwrap();
     let out: Vec<_> = c.rows(true).unwrap().collect();
     assert_eq!(out.len(), 5);
-    let errs: Vec<String> = out.iter().filter_map(|r| r.as_ref().err()).map(|e| e.to_string()).collect();
+    let errs: Vec<String> = out
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|e| e.to_string())
+        .collect();
     assert_eq!(errs.len(), 3);
-    assert!(errs[0].contains("row 1") && errs[0].contains("`text`") && errs[0].contains("UTF-8"), "{}", errs[0]);
-    assert!(errs[1].contains("row 2") && errs[1].contains("JSON"), "{}", errs[1]);
-    assert!(errs[2].contains("row 3") && errs[2].contains("`image`") && errs[2].contains("null"), "{}", errs[2]);
+    assert!(
+        errs[0].contains("row 1") && errs[0].contains("`text`") && errs[0].contains("UTF-8"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains("row 2") && errs[1].contains("JSON"),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].contains("row 3") && errs[2].contains("`image`") && errs[2].contains("null"),
+        "{}",
+        errs[2]
+    );
     assert_eq!(out[4].as_ref().unwrap().get("text"), Some("ok2"));
 
     let s = dir.path().join("bad.csv");
-    std::fs::write(&s, b"image,category1,category2,text\na.png,MEN,x,fine\na.png,MEN,x,\xfe\xff\n").unwrap();
+    std::fs::write(
+        &s,
+        b"image,category1,category2,text\na.png,MEN,x,fine\na.png,MEN,x,\xfe\xff\n",
+    )
+    .unwrap();
     let c = Catalog::open(&s, &ColumnMap::deepfashion()).unwrap();
     let out: Vec<_> = c.rows(true).unwrap().collect();
     let err = out[1].as_ref().unwrap_err().to_string();
-    assert!(err.contains("bad.csv") && err.contains("row 1") && err.contains("`text`"), "{err}");
+    assert!(
+        err.contains("bad.csv") && err.contains("row 1") && err.contains("`text`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -223,14 +284,19 @@ fn invalid_utf8_in_a_parquet_string_column_names_the_row() {
     let mut rg = w.next_row_group().unwrap();
     let texts: Vec<&[u8]> = vec![b"fine", b"fine", b"bad \xff", b"fine"];
     let cols: Vec<Vec<ByteArray>> = vec![
-        texts.iter().map(|_| ByteArray::from(png(4, 4, 0))).collect(),
+        texts
+            .iter()
+            .map(|_| ByteArray::from(png(4, 4, 0)))
+            .collect(),
         texts.iter().map(|_| ByteArray::from("WOMEN")).collect(),
         texts.iter().map(|_| ByteArray::from("tees")).collect(),
         texts.iter().map(|t| ByteArray::from(t.to_vec())).collect(),
     ];
     for values in cols {
         let mut col = rg.next_column().unwrap().unwrap();
-        col.typed::<ByteArrayType>().write_batch(&values, None, None).unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(&values, None, None)
+            .unwrap();
         col.close().unwrap();
     }
     rg.close().unwrap();
@@ -238,9 +304,17 @@ fn invalid_utf8_in_a_parquet_string_column_names_the_row() {
     let c = Catalog::open(&p, &ColumnMap::deepfashion()).unwrap();
     let out: Vec<_> = c.rows(false).unwrap().collect();
     let oks = out.iter().filter(|r| r.is_ok()).count();
-    let errs: Vec<String> = out.iter().filter_map(|r| r.as_ref().err()).map(|e| e.to_string()).collect();
+    let errs: Vec<String> = out
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|e| e.to_string())
+        .collect();
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].contains("raw.parquet") && errs[0].contains("row 2"), "{}", errs[0]);
+    assert!(
+        errs[0].contains("raw.parquet") && errs[0].contains("row 2"),
+        "{}",
+        errs[0]
+    );
     assert_eq!(oks, 3);
 }
 
@@ -249,14 +323,26 @@ fn empty_and_unreadable_catalogs() {
     let dir = tempfile::tempdir().unwrap();
     let j = dir.path().join("empty.jsonl");
     std::fs::write(&j, "\n\n").unwrap();
-    assert!(Catalog::open(&j, &ColumnMap::deepfashion()).unwrap_err().to_string().contains("no rows"));
+    assert!(
+        Catalog::open(&j, &ColumnMap::deepfashion())
+            .unwrap_err()
+            .to_string()
+            .contains("no rows")
+    );
     let missing = dir.path().join("nope.parquet");
-    let err = Catalog::open(&missing, &ColumnMap::deepfashion()).unwrap_err().to_string();
+    let err = Catalog::open(&missing, &ColumnMap::deepfashion())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("nope.parquet"), "{err}");
     let junk = dir.path().join("junk.parquet");
     std::fs::write(&junk, b"definitely not parquet").unwrap();
-    let err = Catalog::open(&junk, &ColumnMap::deepfashion()).unwrap_err().to_string();
-    assert!(err.contains("junk.parquet") && err.contains("parquet"), "{err}");
+    let err = Catalog::open(&junk, &ColumnMap::deepfashion())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("junk.parquet") && err.contains("parquet"),
+        "{err}"
+    );
     let txt = dir.path().join("x.txt");
     std::fs::write(&txt, "hi").unwrap();
     assert!(Catalog::open(&txt, &ColumnMap::deepfashion()).is_err());
@@ -270,7 +356,10 @@ fn sample_catalog_reads_like_any_other() {
     assert!(n > 0);
     let rows = read_all(&c, true);
     assert_eq!(rows.len(), n);
-    assert!(rows.iter().all(|r| r.get("category2").is_some() && r.image.is_some()));
+    assert!(
+        rows.iter()
+            .all(|r| r.get("category2").is_some() && r.image.is_some())
+    );
 }
 
 proptest! {

@@ -80,7 +80,12 @@ fn parse_record(path: &Path, row: usize, line: &[u8]) -> Result<Map<String, Valu
                         .map(|(k, _)| k)
                 })
                 .unwrap_or_else(|| "?".into());
-            return Err(DataError::row(path, row, &column, "text is not valid UTF-8"));
+            return Err(DataError::row(
+                path,
+                row,
+                &column,
+                "text is not valid UTF-8",
+            ));
         }
     };
     serde_json::from_str::<Map<String, Value>>(text)

@@ -65,7 +65,11 @@ pub fn write_parquet(path: &Path, records: impl IntoIterator<Item = Record>) -> 
         Field::new("bytes", DataType::Binary, true),
         Field::new("path", DataType::Utf8, true),
     ]);
-    let mut fields = vec![Field::new("image", DataType::Struct(image_fields.clone()), true)];
+    let mut fields = vec![Field::new(
+        "image",
+        DataType::Struct(image_fields.clone()),
+        true,
+    )];
     fields.extend(names.iter().map(|n| Field::new(n, DataType::Utf8, true)));
     let mut features = serde_json::Map::new();
     features.insert("image".into(), serde_json::json!({"_type": "Image"}));
@@ -76,9 +80,7 @@ pub fn write_parquet(path: &Path, records: impl IntoIterator<Item = Record>) -> 
         );
     }
     let hf = serde_json::json!({"info": {"features": features}}).to_string();
-    let schema = Arc::new(
-        Schema::new(fields).with_metadata([("huggingface", hf)]),
-    );
+    let schema = Arc::new(Schema::new(fields).with_metadata([("huggingface", hf)]));
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROWS_PER_GROUP))

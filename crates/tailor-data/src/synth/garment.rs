@@ -362,7 +362,10 @@ fn jacket(b: &mut Builder, s: &Spec) {
     } else {
         // Open front: the shirt underneath in the V, lapels folded back on either side.
         let v = 0.64;
-        b.add(vec![(-t.nw, 0.0), (t.nw, 0.0), (0.0, v)], Paint::Flat(s.shirt));
+        b.add(
+            vec![(-t.nw, 0.0), (t.nw, 0.0), (0.0, v)],
+            Paint::Flat(s.shirt),
+        );
         let lapel = [
             (t.nw, 0.0),
             (t.nw + 0.05, -0.03),
@@ -672,7 +675,10 @@ fn accessory(b: &mut Builder, s: &Spec, waist: f32) {
                 rect(-0.225, cy - 0.07, 0.225, cy - 0.015),
                 Paint::Flat(shade(s.hat, 0.55)),
             );
-            b.add(ellipse((0.0, cy), 0.42, 0.065), Paint::Flat(shade(s.hat, 0.9)));
+            b.add(
+                ellipse((0.0, cy), 0.42, 0.065),
+                Paint::Flat(shade(s.hat, 0.9)),
+            );
         }
         Some(Accessory::Belt) => {
             let y = match s.category {
@@ -792,7 +798,11 @@ fn lerp(a: P, b: P, t: f32) -> P {
 
 fn unit(a: P) -> P {
     let n = dot(a, a).sqrt();
-    if n > 0.0 { scale(a, 1.0 / n) } else { (0.0, 1.0) }
+    if n > 0.0 {
+        scale(a, 1.0 / n)
+    } else {
+        (0.0, 1.0)
+    }
 }
 
 #[cfg(test)]

@@ -74,7 +74,9 @@ impl Canvas {
                 let row = j * w;
                 for i in i0..i1 {
                     let px = paint(i as f32 + 0.5, yc);
-                    if let (Some(c), Some(p)) = (self.rgb.get_mut(row + i), self.part.get_mut(row + i)) {
+                    if let (Some(c), Some(p)) =
+                        (self.rgb.get_mut(row + i), self.part.get_mut(row + i))
+                    {
                         *c = px;
                         *p = part;
                     }
@@ -136,7 +138,11 @@ impl Canvas {
                 let mut sum = [0.0f32; 3];
                 for y in oy * k..(oy + 1) * k {
                     let row = y * self.w;
-                    for c in self.rgb.get(row + ox * k..row + (ox + 1) * k).unwrap_or(&[]) {
+                    for c in self
+                        .rgb
+                        .get(row + ox * k..row + (ox + 1) * k)
+                        .unwrap_or(&[])
+                    {
                         for (s, v) in sum.iter_mut().zip(c) {
                             *s += v.clamp(0.0, 1.0);
                         }
@@ -171,12 +177,22 @@ mod tests {
     #[test]
     fn off_canvas_and_degenerate_polygons_are_clipped() {
         let mut c = Canvas::new(4, 4, |_, _| [0.0; 3]);
-        c.fill(&[(-10.0, -10.0), (20.0, -10.0), (20.0, 20.0)], 1, &mut |_, _| [1.0; 3]);
-        c.fill(&[(f32::NAN, 1.0), (2.0, f32::NAN), (3.0, 3.0)], 2, &mut |_, _| [1.0; 3]);
+        c.fill(
+            &[(-10.0, -10.0), (20.0, -10.0), (20.0, 20.0)],
+            1,
+            &mut |_, _| [1.0; 3],
+        );
+        c.fill(
+            &[(f32::NAN, 1.0), (2.0, f32::NAN), (3.0, 3.0)],
+            2,
+            &mut |_, _| [1.0; 3],
+        );
         c.fill(&[(0.0, 0.0), (1.0, 1.0)], 3, &mut |_, _| [1.0; 3]);
         assert!(c.part.iter().all(|&p| p <= 2));
         let mut empty = Canvas::new(0, 0, |_, _| [0.0; 3]);
-        empty.fill(&[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)], 1, &mut |_, _| [1.0; 3]);
+        empty.fill(&[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)], 1, &mut |_, _| {
+            [1.0; 3]
+        });
         assert!(empty.downsample(2).is_empty());
     }
 }

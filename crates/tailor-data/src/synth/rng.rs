@@ -49,7 +49,10 @@ impl Rng {
 
     /// One element of a table; `fallback` only for an empty table, which the tables here never are.
     pub(super) fn pick<T: Copy>(&mut self, items: &[T], fallback: T) -> T {
-        items.get(self.below(items.len())).copied().unwrap_or(fallback)
+        items
+            .get(self.below(items.len()))
+            .copied()
+            .unwrap_or(fallback)
     }
 
     /// One element of a table, or `None` for an empty one (attributes a category does not have).
@@ -73,8 +76,14 @@ mod tests {
     fn streams_are_keyed_and_bounded() {
         let a: Vec<u64> = (0..4).map(|_| Rng::keyed(7, &[1, 2]).next_u64()).collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
-        assert_ne!(Rng::keyed(7, &[1, 2]).next_u64(), Rng::keyed(7, &[1, 3]).next_u64());
-        assert_ne!(Rng::keyed(7, &[1, 2]).next_u64(), Rng::keyed(8, &[1, 2]).next_u64());
+        assert_ne!(
+            Rng::keyed(7, &[1, 2]).next_u64(),
+            Rng::keyed(7, &[1, 3]).next_u64()
+        );
+        assert_ne!(
+            Rng::keyed(7, &[1, 2]).next_u64(),
+            Rng::keyed(8, &[1, 2]).next_u64()
+        );
         let mut r = Rng::keyed(1, &[]);
         for n in [1usize, 2, 9, 1000] {
             for _ in 0..200 {
