@@ -260,11 +260,14 @@ mod tests {
     fn split_defaults_are_the_recipes() {
         let Command::Data {
             command: DataCommand::Split(a),
-        } = parse(&["data", "split", "--out", "o"]).unwrap()
+        } = parse(&["data", "split", "--out", "o"]).unwrap().command
         else {
             panic!("not split")
         };
-        assert_eq!((a.sizes.test_size, a.sizes.valid_size, a.sizes.seed), (0.2, 0.5, 42));
+        assert_eq!(
+            (a.sizes.test_size, a.sizes.valid_size, a.sizes.seed),
+            (0.2, 0.5, 42)
+        );
         assert!(a.dataset.dataset.is_none() && a.group.group_by.is_none());
     }
 
@@ -278,10 +281,29 @@ mod tests {
 
     #[test]
     fn group_pattern_needs_group_by() {
-        assert!(parse(&["data", "split", "--out", "o", "--group-pattern", "id_(\\d+)"]).is_err());
         assert!(
-            parse(&["data", "split", "--out", "o", "--group-by", "item_ID", "--group-pattern", "id_(\\d+)"])
-                .is_ok()
+            parse(&[
+                "data",
+                "split",
+                "--out",
+                "o",
+                "--group-pattern",
+                "id_(\\d+)"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "data",
+                "split",
+                "--out",
+                "o",
+                "--group-by",
+                "item_ID",
+                "--group-pattern",
+                "id_(\\d+)"
+            ])
+            .is_ok()
         );
     }
 
@@ -290,7 +312,9 @@ mod tests {
         assert!(parse(&["data", "stats", "--system", "x", "--no-system"]).is_err());
         let Command::Data {
             command: DataCommand::Stats(a),
-        } = parse(&["data", "stats", "--label-mask", "recipe", "--json"]).unwrap()
+        } = parse(&["data", "stats", "--label-mask", "recipe", "--json"])
+            .unwrap()
+            .command
         else {
             panic!("not stats")
         };

@@ -65,8 +65,12 @@ pub fn stats(a: StatsArgs) -> Result<()> {
     let catalog = open(&a.dataset)?;
     let key = group_key(&catalog, &a.group)?;
     let format = chat_format(&a.chat)?;
-    let processor = Processor::load(a.model.model.as_deref(), a.model.min_pixels, a.model.max_pixels)?;
-    let bar = progress::bar(catalog.len().ok(), "stats");
+    let processor = Processor::load(
+        a.model.model.as_deref(),
+        a.model.min_pixels,
+        a.model.max_pixels,
+    )?;
+    let bar = progress::bar(catalog.row_count().ok(), "stats");
     let s = stats::compute(
         &catalog,
         &StatsOptions {
@@ -100,11 +104,20 @@ fn summary_line(name: &str, s: &Summary) -> String {
 
 fn distribution(out: &mut String, title: &str, counts: &[(String, usize)], total: usize) {
     let _ = writeln!(out, "\n{title} ({} values)", counts.len());
-    let widest = counts.iter().map(|c| c.0.chars().count()).max().unwrap_or(0).max(8);
+    let widest = counts
+        .iter()
+        .map(|c| c.0.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(8);
     for (value, n) in counts {
         let share = *n as f64 / total as f64;
         let bar = "#".repeat((share * 40.0).round() as usize);
-        let _ = writeln!(out, "  {value:<widest$} {n:>7} {:>6.1}%  {bar}", share * 100.0);
+        let _ = writeln!(
+            out,
+            "  {value:<widest$} {n:>7} {:>6.1}%  {bar}",
+            share * 100.0
+        );
     }
 }
 
@@ -114,13 +127,25 @@ pub fn render_stats(s: &Stats) -> String {
     let used = s.rows - s.skipped_rows;
     let _ = writeln!(out, "catalog    {} ({})", s.source, s.format);
     let _ = writeln!(out, "processor  {}", s.processor);
-    let _ = writeln!(out, "pixels     min {} / max {}", s.min_pixels, s.max_pixels);
-    let _ = writeln!(out, "rows       {} ({} used, {} skipped as unusable)", s.rows, used, s.skipped_rows);
+    let _ = writeln!(
+        out,
+        "pixels     min {} / max {}",
+        s.min_pixels, s.max_pixels
+    );
+    let _ = writeln!(
+        out,
+        "rows       {} ({} used, {} skipped as unusable)",
+        s.rows, used, s.skipped_rows
+    );
     for e in &s.skipped_examples {
         let _ = writeln!(out, "  skipped: {e}");
     }
     let _ = writeln!(out, "\ncolumns");
-    let _ = writeln!(out, "  {:<16} {:<12} {:>7} {:>9}  example", "name", "type", "nulls", "distinct");
+    let _ = writeln!(
+        out,
+        "  {:<16} {:<12} {:>7} {:>9}  example",
+        "name", "type", "nulls", "distinct"
+    );
     for c in &s.columns {
         let distinct = format!("{}{}", c.distinct, if c.distinct_capped { "+" } else { "" });
         let _ = writeln!(
@@ -156,20 +181,38 @@ pub fn render_stats(s: &Stats) -> String {
         "per epoch", t.tokens_per_epoch, t.labelled_per_epoch, s.split_sizes[0]
     );
     let [tr, va, te] = s.split_sizes;
-    let _ = writeln!(out, "\nrandom split (recipe)  train {tr} / valid {va} / test {te}");
+    let _ = writeln!(
+        out,
+        "\nrandom split (recipe)  train {tr} / valid {va} / test {te}"
+    );
     if let Some(g) = &s.groups {
-        let pattern = g.pattern.as_deref().map(|p| format!(" ~ {p}")).unwrap_or_default();
-        let _ = writeln!(out, "\nproducts   {} groups by {}{}", g.groups, g.column, pattern);
+        let pattern = g
+            .pattern
+            .as_deref()
+            .map(|p| format!(" ~ {p}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "\nproducts   {} groups by {}{}",
+            g.groups, g.column, pattern
+        );
         out.push_str(&summary_line("rows / product", &g.rows_per_group));
         let l = &g.random_split_leak;
         let _ = writeln!(
             out,
             "  random split leak        {} of {} products span splits ({} rows); {} valid and {} test rows show a product seen in train",
-            l.leaked_groups, l.groups, l.leaked_rows, l.valid_rows_seen_in_train, l.test_rows_seen_in_train
+            l.leaked_groups,
+            l.groups,
+            l.leaked_rows,
+            l.valid_rows_seen_in_train,
+            l.test_rows_seen_in_train
         );
         match &g.grouped_split_sizes {
             Ok([tr, va, te]) => {
-                let _ = writeln!(out, "  grouped split            train {tr} / valid {va} / test {te}, no product shared");
+                let _ = writeln!(
+                    out,
+                    "  grouped split            train {tr} / valid {va} / test {te}, no product shared"
+                );
             }
             Err(e) => {
                 let _ = writeln!(out, "  grouped split            impossible: {e}");
@@ -185,11 +228,11 @@ pub fn split(a: SplitArgs) -> Result<()> {
     let key = group_key(&catalog, &a.group)?;
     let split = match key {
         None => {
-            let n = catalog.len()?;
+            let n = catalog.row_count()?;
             hf_split(n, a.sizes.test_size, a.sizes.valid_size, a.sizes.seed)?
         }
         Some(key) => {
-            let bar = progress::bar(catalog.len().ok(), "groups");
+            let bar = progress::bar(catalog.row_count().ok(), "groups");
             let mut ids = GroupIds::default();
             let mut skipped = 0usize;
             for row in catalog.rows(false)? {
@@ -209,9 +252,16 @@ pub fn split(a: SplitArgs) -> Result<()> {
             }
             bar.finish_and_clear();
             if skipped > 0 {
-                eprintln!("tailor: {skipped} rows without a readable group key were kept as their own groups");
+                eprintln!(
+                    "tailor: {skipped} rows without a readable group key were kept as their own groups"
+                );
             }
-            grouped_split(&ids.rows, a.sizes.test_size, a.sizes.valid_size, a.sizes.seed)?
+            grouped_split(
+                &ids.rows,
+                a.sizes.test_size,
+                a.sizes.valid_size,
+                a.sizes.seed,
+            )?
         }
     };
     write_split(&a.out, &split)?;
@@ -241,7 +291,11 @@ fn write_split(dir: &Path, split: &SplitIndices) -> Result<()> {
 pub fn preview(a: PreviewArgs) -> Result<()> {
     let catalog = open(&a.dataset)?;
     let format = chat_format(&a.chat)?;
-    let p = Processor::load(a.model.model.as_deref(), a.model.min_pixels, a.model.max_pixels)?;
+    let p = Processor::load(
+        a.model.model.as_deref(),
+        a.model.min_pixels,
+        a.model.max_pixels,
+    )?;
     let mask = label_mask(a.chat.label_mask);
     let tok = p.text.tokenizer();
     let mut shown = 0;
@@ -257,7 +311,13 @@ pub fn preview(a: PreviewArgs) -> Result<()> {
             }
             Err(e) => return Err(e.into()),
         };
-        let (batch, _) = p.batch(std::slice::from_ref(&row), &format, catalog.image_column(), mask, None)?;
+        let (batch, _) = p.batch(
+            std::slice::from_ref(&row),
+            &format,
+            catalog.image_column(),
+            mask,
+            None,
+        )?;
         let ids = &batch.tokens.input_ids;
         let labels = &batch.tokens.labels;
         let grid = batch.image_grids[0];
@@ -279,7 +339,10 @@ pub fn preview(a: PreviewArgs) -> Result<()> {
             ids.len(),
             labelled.len()
         );
-        println!("{}", collapse_image_pads(&text, &tok.special_strings().image_pad));
+        println!(
+            "{}",
+            collapse_image_pads(&text, &tok.special_strings().image_pad)
+        );
         println!("labels: {:?}", tok.decode(&labelled, false)?);
         shown += 1;
     }
@@ -327,7 +390,11 @@ pub fn synth(a: SynthArgs) -> Result<()> {
     let bar = progress::bar(Some(rows), "synth");
     let records = synth::generate(&cfg).take(rows).map(|r| {
         bar.inc(1);
-        let ext = if r.image.starts_with(&[0xFF, 0xD8]) { "jpg" } else { "png" };
+        let ext = if r.image.starts_with(&[0xFF, 0xD8]) {
+            "jpg"
+        } else {
+            "png"
+        };
         Record {
             image_name: format!("{}.{ext}", r.item_id),
             image: r.image,

@@ -14,8 +14,10 @@ pub fn bar(len: Option<usize>, what: &str) -> ProgressBar {
             .expect("valid template")
             .progress_chars("=> "),
         ),
-        None => ProgressBar::new_spinner()
-            .with_style(ProgressStyle::with_template("{msg:>12} {spinner} {pos} rows ({per_sec})").expect("valid template")),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{msg:>12} {spinner} {pos} rows ({per_sec})")
+                .expect("valid template"),
+        ),
     };
     if !std::io::stderr().is_terminal() {
         pb.set_draw_target(ProgressDrawTarget::hidden());

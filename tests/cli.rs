@@ -47,14 +47,28 @@ fn help_explains_every_data_command() {
 #[test]
 fn stats_on_the_embedded_sample_needs_nothing() {
     let out = ok(&["data", "stats"]);
-    for needle in ["embedded sample", "category2", "image tokens / image", "per epoch", "random split"] {
+    for needle in [
+        "embedded sample",
+        "category2",
+        "image tokens / image",
+        "per epoch",
+        "random split",
+    ] {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }
 }
 
 #[test]
 fn stats_json_reports_group_leak() {
-    let out = ok(&["data", "stats", "--json", "--group-by", "item_ID", "--group-pattern", r"id_(\d+)"]);
+    let out = ok(&[
+        "data",
+        "stats",
+        "--json",
+        "--group-by",
+        "item_ID",
+        "--group-pattern",
+        r"id_(\d+)",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows = v["rows"].as_u64().unwrap();
     assert!(rows > 100);
@@ -67,7 +81,13 @@ fn stats_json_reports_group_leak() {
 fn read_split(dir: &Path) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("split.json")).unwrap()).unwrap();
-    let get = |k: &str| v[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    let get = |k: &str| {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
+    };
     (get("train"), get("valid"), get("test"))
 }
 
@@ -86,8 +106,16 @@ fn split_writes_a_partition_and_grouped_split_keeps_products_apart() {
 
     let grouped = dir.path().join("grouped");
     ok(&[
-        "data", "split", "--dataset", p(&cat), "--out", p(&grouped), "--group-by", "item_ID",
-        "--group-pattern", r"id_(\d+)",
+        "data",
+        "split",
+        "--dataset",
+        p(&cat),
+        "--out",
+        p(&grouped),
+        "--group-by",
+        "item_ID",
+        "--group-pattern",
+        r"id_(\d+)",
     ]);
     let (tr, va, te) = read_split(&grouped);
     assert_eq!(tr.len() + va.len() + te.len(), 120);
@@ -106,7 +134,11 @@ fn split_writes_a_partition_and_grouped_split_keeps_products_apart() {
     let of = |rows: &[u64]| -> std::collections::HashSet<String> {
         rows.iter().map(|&r| products[r as usize].clone()).collect()
     };
-    assert!(of(&tr).is_disjoint(&of(&va)) && of(&tr).is_disjoint(&of(&te)) && of(&va).is_disjoint(&of(&te)));
+    assert!(
+        of(&tr).is_disjoint(&of(&va))
+            && of(&tr).is_disjoint(&of(&te))
+            && of(&va).is_disjoint(&of(&te))
+    );
 }
 
 #[test]
@@ -119,7 +151,11 @@ fn every_layout_reads_the_same_catalog() {
         let json = ok(&["data", "stats", "--json", "--dataset", p(&path)]);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["rows"], 40, "{out}");
-        reports.push((v["category2"].clone(), v["tokens"].clone(), v["image_tokens"].clone()));
+        reports.push((
+            v["category2"].clone(),
+            v["tokens"].clone(),
+            v["image_tokens"].clone(),
+        ));
     }
     assert!(reports.windows(2).all(|w| w[0] == w[1]), "{reports:?}");
 }
@@ -128,7 +164,10 @@ fn every_layout_reads_the_same_catalog() {
 fn preview_shows_the_chat_and_its_labels() {
     let out = ok(&["data", "preview", "--rows", "1"]);
     assert!(out.contains("── row 0 ──"), "{out}");
-    assert!(out.contains("What is this product?") && out.contains("labels:"), "{out}");
+    assert!(
+        out.contains("What is this product?") && out.contains("labels:"),
+        "{out}"
+    );
     assert!(out.contains("<|image_pad|>×"), "{out}");
 }
 
@@ -145,7 +184,8 @@ fn bad_input_names_file_row_and_column() {
         .map(|(i, l)| {
             let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
             if i == 2 {
-                v["image"] = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAAADUlEQVR42mNkYPj".into();
+                v["image"] =
+                    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAAADUlEQVR42mNkYPj".into();
             }
             if i == 4 {
                 v["text"] = serde_json::Value::Null;
@@ -155,16 +195,45 @@ fn bad_input_names_file_row_and_column() {
         .collect();
     std::fs::write(&cat, lines.join("\n")).unwrap();
     let err = fails(&["data", "stats", "--dataset", p(&cat)]);
-    assert!(err.contains("c.jsonl") && err.contains("row 2") && err.contains("`image`"), "{err}");
-    let out = ok(&["data", "stats", "--dataset", p(&cat), "--skip-bad", "--json"]);
+    assert!(
+        err.contains("c.jsonl") && err.contains("row 2") && err.contains("`image`"),
+        "{err}"
+    );
+    let out = ok(&[
+        "data",
+        "stats",
+        "--dataset",
+        p(&cat),
+        "--skip-bad",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["skipped_rows"], 2);
     assert!(v["skipped_examples"][1].as_str().unwrap().contains("row 4"));
 
-    let err = fails(&["data", "stats", "--dataset", p(&cat), "--category2-column", "kind"]);
+    let err = fails(&[
+        "data",
+        "stats",
+        "--dataset",
+        p(&cat),
+        "--category2-column",
+        "kind",
+    ]);
     assert!(err.contains("c.jsonl") && err.contains("`kind`"), "{err}");
-    let err = fails(&["data", "stats", "--dataset", p(&dir.path().join("missing.parquet"))]);
+    let err = fails(&[
+        "data",
+        "stats",
+        "--dataset",
+        p(&dir.path().join("missing.parquet")),
+    ]);
     assert!(err.contains("missing.parquet"), "{err}");
-    let err = fails(&["data", "split", "--out", p(dir.path()), "--group-by", "nope"]);
+    let err = fails(&[
+        "data",
+        "split",
+        "--out",
+        p(dir.path()),
+        "--group-by",
+        "nope",
+    ]);
     assert!(err.contains("`nope`"), "{err}");
 }

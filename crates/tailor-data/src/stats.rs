@@ -414,7 +414,7 @@ mod tests {
             .unwrap()
         };
         let s = run();
-        assert_eq!(s.rows, cat.len().unwrap());
+        assert_eq!(s.rows, cat.row_count().unwrap());
         assert_eq!(s.split_sizes.iter().sum::<usize>(), s.rows);
         assert!(s.category2.len() >= 8);
         assert!(s.tokens.labelled_per_sample.min > 0);

@@ -82,7 +82,9 @@ impl TextProcessor {
     /// - [`LabelMask::Recipe`] labels everything else, like TRL's `sft_vlm.py` collator;
     /// - [`LabelMask::Assistant`] labels only the tokens of each assistant answer up to and
     ///   including the end-of-sequence token that closes it (`<|im_end|>`); whatever the template
-    ///   writes after that token (`\n`) is never generated, so it is not trained either.
+    ///   writes after that token (`\n`) is never generated, so it is not trained either. A token
+    ///   that straddles the start of an answer (only possible when the answer begins with
+    ///   whitespace that BPE merges with the header's newline) counts as part of the answer.
     pub fn encode_chat(
         &self,
         messages: &[Message],

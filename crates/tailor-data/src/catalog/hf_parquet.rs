@@ -443,15 +443,15 @@ fn image_cell(
     match col.data_type() {
         DataType::Struct(_) => {
             let s: &StructArray = col.as_struct();
-            if let Some(bytes) = s.column_by_name("bytes") {
-                if let Some(b) = binary_cell(bytes.as_ref(), i)? {
-                    return Ok(Some(ImageRef::Bytes(b)));
-                }
+            if let Some(bytes) = s.column_by_name("bytes")
+                && let Some(b) = binary_cell(bytes.as_ref(), i)?
+            {
+                return Ok(Some(ImageRef::Bytes(b)));
             }
-            if let Some(path) = s.column_by_name("path") {
-                if let Some(p) = cell_text(path.as_ref(), i)? {
-                    return image_from_str(&p, base).map(Some);
-                }
+            if let Some(path) = s.column_by_name("path")
+                && let Some(p) = cell_text(path.as_ref(), i)?
+            {
+                return image_from_str(&p, base).map(Some);
             }
             Err("image struct has neither bytes nor path".into())
         }

@@ -307,10 +307,10 @@ impl Catalog {
             } else {
                 role
             };
-            let Some(info) = self.columns.iter().find(|c| &c.name == column) else {
+            let Some(info) = self.columns.iter().find(|c| c.name == column) else {
                 return Err(self.missing(column, flag));
             };
-            let is_image = column == &self.image_column;
+            let is_image = *column == self.image_column;
             let ok = if is_image {
                 info.kind.starts_with("struct")
                     || matches!(info.kind.as_str(), "binary" | "string" | "object")
@@ -401,7 +401,7 @@ impl Catalog {
 
     /// The number of rows. Free for parquet (footer metadata) and the sample; one pass without
     /// image decoding for text formats.
-    pub fn len(&self) -> Result<usize> {
+    pub fn row_count(&self) -> Result<usize> {
         let n = match &self.source {
             Source::Parquet(files) => hf_parquet::row_count(files)?,
             Source::Jsonl(file) => text::jsonl_len(file)?,

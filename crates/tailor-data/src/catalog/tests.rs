@@ -43,7 +43,7 @@ fn read_all(c: &Catalog, with_images: bool) -> Vec<Row> {
 }
 
 fn check_roundtrip(c: &Catalog, n: usize) {
-    assert_eq!(c.len().unwrap(), n);
+    assert_eq!(c.row_count().unwrap(), n);
     let rows = read_all(c, true);
     let expected = records(n);
     assert_eq!(rows.len(), n);
@@ -352,7 +352,7 @@ fn empty_and_unreadable_catalogs() {
 #[test]
 fn sample_catalog_reads_like_any_other() {
     let c = Catalog::sample();
-    let n = c.len().unwrap();
+    let n = c.row_count().unwrap();
     assert!(n > 0);
     let rows = read_all(&c, true);
     assert_eq!(rows.len(), n);
@@ -380,11 +380,11 @@ proptest! {
             bytes.truncate(cut);
         }
         std::fs::write(&p, &bytes).unwrap();
-        if let Ok(c) = Catalog::open(&p, &ColumnMap::deepfashion()) {
-            if let Ok(rows) = c.rows(true) {
-                for r in rows.take(100) {
-                    let _ = r;
-                }
+        if let Ok(c) = Catalog::open(&p, &ColumnMap::deepfashion())
+            && let Ok(rows) = c.rows(true)
+        {
+            for r in rows.take(100) {
+                let _ = r;
             }
         }
     }

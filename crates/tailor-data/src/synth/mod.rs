@@ -113,10 +113,10 @@ impl SynthConfig {
         if self.views_per_product == 0 {
             return Err(SynthError::NoViews);
         }
-        if let ImageFormat::Jpeg { quality } = self.format {
-            if !(1..=100).contains(&quality) {
-                return Err(SynthError::JpegQuality(quality));
-            }
+        if let ImageFormat::Jpeg { quality } = self.format
+            && !(1..=100).contains(&quality)
+        {
+            return Err(SynthError::JpegQuality(quality));
         }
         Ok(())
     }
@@ -1367,7 +1367,8 @@ mod tests {
             .into_iter()
             .map(|(c, (sum, n))| (c, sum.into_iter().map(|s| s / n).collect()))
             .collect();
-        let dist = |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum() };
+        let dist =
+            |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum() };
         let nearest = |set: &[(&str, &[f32])], f: &[f32]| -> String {
             set.iter()
                 .map(|(c, m)| (dist(m, f), *c))
@@ -1377,8 +1378,10 @@ mod tests {
         };
         let centroid_set: Vec<(&str, &[f32])> =
             centroids.iter().map(|(c, m)| (*c, m.as_slice())).collect();
-        let train_set: Vec<(&str, &[f32])> =
-            train.iter().map(|(c, f)| (c.as_str(), f.as_slice())).collect();
+        let train_set: Vec<(&str, &[f32])> = train
+            .iter()
+            .map(|(c, f)| (c.as_str(), f.as_slice()))
+            .collect();
         let accuracy = |set: &[(&str, &[f32])]| {
             let correct = test.iter().filter(|(c, f)| nearest(set, f) == *c).count();
             correct as f32 / test.len() as f32
@@ -1405,6 +1408,17 @@ mod tests {
         );
         // Generous: the dev profile renders it in a small fraction of this.
         assert!(took < Duration::from_secs(5));
+        // For scale: a demo-sized row (Qwen2.5-VL sees 224×336 as 8×12 = 96 image tokens).
+        let demo = SynthConfig {
+            format: ImageFormat::Jpeg { quality: 90 },
+            ..cfg(4, 4, 224, 336)
+        };
+        let start = Instant::now();
+        let n = generate(&demo).count();
+        eprintln!(
+            "224x336 JPEG: {:.2} ms/row",
+            start.elapsed().as_secs_f64() * 1e3 / n as f64
+        );
     }
 
     #[test]

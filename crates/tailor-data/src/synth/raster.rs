@@ -6,7 +6,7 @@
 //! without stroking paths. Only IEEE basic arithmetic is used, so images are bit-identical across
 //! platforms.
 
-/// Linear blend weights are plain sRGB values in 0..=1; mixing in sRGB is good enough here.
+/// An sRGB colour with channels in 0..=1; blending in sRGB rather than linear light is fine here.
 pub(super) type Rgb = [f32; 3];
 
 /// A point in pixel coordinates of the supersampled canvas.
@@ -111,10 +111,10 @@ impl Canvas {
                 if y + 1 < h {
                     neighbours[3] = Some(at(x, y + 1));
                 }
-                if neighbours.iter().flatten().any(|&q| q < p) {
-                    if let Some(e) = edge.get_mut(y * w + x) {
-                        *e = true;
-                    }
+                if neighbours.iter().flatten().any(|&q| q < p)
+                    && let Some(e) = edge.get_mut(y * w + x)
+                {
+                    *e = true;
                 }
             }
         }

@@ -6,7 +6,8 @@
 //!
 //! - 1-bit grey is mode "1" (0 or 255); 2- and 4-bit grey are scaled by 0x55 / 0x11.
 //! - The grey tRNS value is compared *unscaled* with the scaled samples, and only its low byte
-//!   is used (`rgbT2a` masks with 0xff); for mode "1" it is 255 if non-zero.
+//!   is used (`rgbT2a` masks with 0xff); for mode "1" it is 255 if non-zero (here: if its low
+//!   byte is non-zero, which differs only for out-of-range values in invalid files).
 //! - 16-bit grey is mode "I;16" and saturates at 255 in `convert("RGB")` instead of scaling.
 //! - 16-bit RGB, RGBA and grey+alpha keep the high byte of each sample; an RGB tRNS is still
 //!   compared by its low bytes.
@@ -56,22 +57,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RgbImage> {
 
     match (color, depth) {
         (ColorType::Grayscale, _) => {
-            let transparent = match &trns {
-                None => None,
-                Some(t) if t.len() < 2 => return Err(corrupt("truncated tRNS chunk".into())),
-                Some(t) => {
-                    let raw_t = u16::from_be_bytes([t[0], t[1]]);
-                    Some(match depth {
-                        BitDepth::One => {
-                            if raw_t != 0 {
-                                255
-                            } else {
-                                0
-                            }
-                        }
-                        _ => (raw_t & 0xff) as u8,
-                    })
-                }
+            // The png crate keeps only the low byte of a sub-16-bit tRNS value, and the low
+            // byte is all that Pillow's `rgbT2a` compares.
+            let transparent = match (&trns, depth) {
+                (None, _) => None,
+                (Some(t), BitDepth::Sixteen) if t.len() >= 2 => Some(t[1]),
+                (Some(t), BitDepth::One) if !t.is_empty() => Some(if t[0] != 0 { 255 } else { 0 }),
+                (Some(t), _) if !t.is_empty() => Some(t[0]),
+                (Some(_), _) => return Err(corrupt("truncated tRNS chunk".into())),
             };
             for row in rows {
                 for x in 0..w {
@@ -98,10 +91,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RgbImage> {
             }
         }
         (ColorType::Rgb, _) => {
-            let transparent = match &trns {
-                None => None,
-                Some(t) if t.len() < 6 => return Err(corrupt("truncated tRNS chunk".into())),
-                Some(t) => Some([t[1], t[3], t[5]]),
+            let transparent = match (&trns, depth) {
+                (None, _) => None,
+                (Some(t), BitDepth::Sixteen) if t.len() >= 6 => Some([t[1], t[3], t[5]]),
+                (Some(t), BitDepth::Eight) if t.len() >= 3 => Some([t[0], t[1], t[2]]),
+                (Some(_), _) => return Err(corrupt("truncated tRNS chunk".into())),
             };
             let step = if depth == BitDepth::Sixteen { 2 } else { 1 };
             for row in rows {
