@@ -142,20 +142,32 @@ impl ImageProcessor {
         let (gh, gw) = (h / p, w / p);
         let block = p * p;
         out.reserve(gh * gw * self.row_len());
+        // One patch is looked up into three channel blocks in a single sweep over its pixels,
+        // then each block is appended `frames` times with a plain copy.
+        let mut blocks = vec![0f32; 3 * block];
+        let [t_r, t_g, t_b] = &*self.table;
         for bh in 0..gh / m {
             for bw in 0..gw / m {
                 for mh in 0..m {
                     for mw in 0..m {
                         let (pr, pc) = (bh * m + mh, bw * m + mw);
-                        for (ch, table) in self.table.iter().enumerate() {
-                            let c = out.len();
-                            for i in 0..p {
-                                let row = &pixels[((pr * p + i) * w + pc * p) * 3..][..p * 3];
-                                out.extend(row.chunks_exact(3).map(|px| table[usize::from(px[ch])]));
+                        let (r, rest) = blocks.split_at_mut(block);
+                        let (g, b) = rest.split_at_mut(block);
+                        for i in 0..p {
+                            let row = &pixels[((pr * p + i) * w + pc * p) * 3..][..p * 3];
+                            let (pixels_i, _) = row.as_chunks::<3>();
+                            let span = i * p..(i + 1) * p;
+                            let dst = r[span.clone()].iter_mut().zip(&mut g[span.clone()]).zip(&mut b[span]);
+                            for (((dr, dg), db), px) in dst.zip(pixels_i) {
+                                *dr = t_r[usize::from(px[0])];
+                                *dg = t_g[usize::from(px[1])];
+                                *db = t_b[usize::from(px[2])];
                             }
-                            // The remaining frames of a still image are copies of the first.
-                            for _ in 1..frames {
-                                out.extend_from_within(c..c + block);
+                        }
+                        for channel in blocks.chunks_exact(block) {
+                            // A still image's frames are copies of the one frame.
+                            for _ in 0..frames {
+                                out.extend_from_slice(channel);
                             }
                         }
                     }

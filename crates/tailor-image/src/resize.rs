@@ -191,7 +191,7 @@ impl Resampler {
         // contiguous lanes. A strip of a 2,000-pixel row is 2000 · 8 · 3 = 48 KB, so it stays in
         // L1/L2 while its outputs are computed.
         self.strip.clear();
-        self.strip.resize(in_w * kernels::STRIP * 3, 0);
+        self.strip.resize(in_w * kernels::STRIP * 3 + 1, 0);
         let mut row = 0;
         while row < rows.len() {
             let n = kernels::STRIP.min(rows.len() - row);
@@ -362,28 +362,52 @@ mod kernels {
         let in_stride = in_w * 3;
         let out_w = ch.out_len();
         let out_stride = out_w * 3;
-        // Transpose: strip[x][r][c] = src[r][x][c]. Rows past `n` keep stale values; their
-        // results are computed but never stored.
-        for r in 0..n {
-            let row = &src[r * in_stride..][..in_stride];
-            for (x, px) in row.chunks_exact(3).enumerate() {
-                strip[x * LANES + r * 3..][..3].copy_from_slice(px);
+        // Transpose: column x of the strip holds pixel x of each of the n rows, R G B per row.
+        // Pixels are moved as 4-byte words, the fourth byte landing on the next row's (or next
+        // column's) first byte, which a later store overwrites; the last pixel of a row is
+        // copied as 3 bytes so as not to read past the input. Rows past `n` keep stale values:
+        // their results are computed but never stored.
+        let strip = &mut strip[..in_w * LANES + 1];
+        for x in 0..in_w {
+            let col = x * LANES;
+            if x + 1 < in_w {
+                for r in 0..n {
+                    let at = r * in_stride + x * 3;
+                    let word: [u8; 4] = src[at..at + 4].try_into().unwrap();
+                    strip[col + r * 3..col + r * 3 + 4].copy_from_slice(&word);
+                }
+            } else {
+                for r in 0..n {
+                    let at = r * in_stride + x * 3;
+                    strip[col + r * 3..col + r * 3 + 3].copy_from_slice(&src[at..at + 3]);
+                }
             }
         }
-        let columns = &strip[..in_w * LANES];
+        let (columns, _) = strip[..in_w * LANES].as_chunks::<LANES>();
+        let mut px = [0u8; LANES + 1];
         for xx in 0..out_w {
             let start = ch.start[xx] as usize;
             let weights = ch.weights(xx);
             let mut acc = [HALF; LANES];
-            for (column, &w) in columns[start * LANES..].chunks_exact(LANES).zip(weights) {
+            for (column, &w) in columns[start..].iter().zip(weights) {
                 for (a, &p) in acc.iter_mut().zip(column) {
                     *a += i32::from(p) * w;
                 }
             }
-            for r in 0..n {
-                let out = &mut dst[r * out_stride + xx * 3..][..3];
-                for c in 0..3 {
-                    out[c] = clip8(acc[r * 3 + c]);
+            for (p, &a) in px.iter_mut().zip(&acc) {
+                *p = clip8(a);
+            }
+            // Same 4-byte trick on the way out: the spilled byte is the next output pixel of
+            // the same row, written later; the row's last pixel is stored as 3 bytes.
+            if xx + 1 < out_w {
+                for r in 0..n {
+                    let at = r * out_stride + xx * 3;
+                    dst[at..at + 4].copy_from_slice(&px[r * 3..r * 3 + 4]);
+                }
+            } else {
+                for r in 0..n {
+                    let at = r * out_stride + xx * 3;
+                    dst[at..at + 3].copy_from_slice(&px[r * 3..r * 3 + 3]);
                 }
             }
         }
