@@ -102,9 +102,7 @@ pub fn resize_bicubic(src: &RgbImage, width: u32, height: u32) -> Result<RgbImag
 pub(crate) struct Resampler {
     /// The intermediate image between the two passes.
     temp: Vec<u8>,
-    /// Accumulators of the vertical pass (one row).
-    acc: Vec<i32>,
-    /// Transposed strip of the horizontal pass.
+    /// Transposed strip (input and output columns) of the horizontal pass.
     strip: Vec<u8>,
 }
 
@@ -161,13 +159,11 @@ impl Resampler {
         let stride = width * 3;
         out.clear();
         out.resize(cv.out_len() * stride, 0);
-        self.acc.clear();
-        self.acc.resize(stride, 0);
         for (y, dst) in out.chunks_exact_mut(stride).enumerate() {
             let start = cv.start[y] as usize - offset;
             let weights = cv.weights(y);
             let rows = &src[start * stride..(start + weights.len()) * stride];
-            kernels::vertical_row(rows, stride, weights, &mut self.acc, dst);
+            kernels::vertical_row(rows, stride, weights, dst);
         }
     }
 
@@ -187,11 +183,11 @@ impl Resampler {
         out.resize(rows.len() * out_stride, 0);
         let src = &src[rows.start * in_stride..rows.end * in_stride];
         // Rows go in strips of STRIP: the strip is transposed so that each input column holds
-        // STRIP pixels contiguously, and every output pixel becomes a multiply-add over
-        // contiguous lanes. A strip of a 2,000-pixel row is 2000 · 8 · 3 = 48 KB, so it stays in
-        // L1/L2 while its outputs are computed.
+        // STRIP pixels contiguously, every output pixel becomes a multiply-add over contiguous
+        // lanes, and the output columns are transposed back. A strip of a 1,000-pixel row is
+        // 2 · 1000 · 24 = 48 KB, so it stays in L1/L2 while its outputs are computed.
         self.strip.clear();
-        self.strip.resize(in_w * kernels::STRIP * 3 + 1, 0);
+        self.strip.resize((in_w + out_w) * kernels::LANES, 0);
         let mut row = 0;
         while row < rows.len() {
             let n = kernels::STRIP.min(rows.len() - row);
@@ -285,33 +281,51 @@ mod kernels {
 
     /// One output row of the vertical pass: `rows` holds `weights.len()` consecutive input rows
     /// of `stride` bytes.
-    pub(super) fn vertical_row(rows: &[u8], stride: usize, weights: &[i32], acc: &mut [i32], dst: &mut [u8]) {
+    pub(super) fn vertical_row(rows: &[u8], stride: usize, weights: &[i32], dst: &mut [u8]) {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked just above.
-                return unsafe { vertical_row_avx2(rows, stride, weights, acc, dst) };
+                return unsafe { vertical_row_avx2(rows, stride, weights, dst) };
             }
         }
-        vertical_row_generic(rows, stride, weights, acc, dst)
+        vertical_row_generic(rows, stride, weights, dst)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn vertical_row_avx2(rows: &[u8], stride: usize, weights: &[i32], acc: &mut [i32], dst: &mut [u8]) {
-        vertical_row_generic(rows, stride, weights, acc, dst)
+    fn vertical_row_avx2(rows: &[u8], stride: usize, weights: &[i32], dst: &mut [u8]) {
+        vertical_row_generic(rows, stride, weights, dst)
     }
 
+    /// Bytes per register block of the vertical pass: 64 accumulators (eight AVX2 registers)
+    /// stay in registers across all taps, so each input byte is loaded once and nothing but the
+    /// result is stored.
+    const BLOCK: usize = 64;
+
     #[inline(always)]
-    fn vertical_row_generic(rows: &[u8], stride: usize, weights: &[i32], acc: &mut [i32], dst: &mut [u8]) {
-        acc.fill(HALF);
-        for (row, &w) in rows.chunks_exact(stride).zip(weights) {
-            for (a, &p) in acc.iter_mut().zip(row) {
-                *a += i32::from(p) * w;
+    fn vertical_row_generic(rows: &[u8], stride: usize, weights: &[i32], dst: &mut [u8]) {
+        let full = stride / BLOCK * BLOCK;
+        let (blocks, _) = dst[..full].as_chunks_mut::<BLOCK>();
+        for (b, out) in blocks.iter_mut().enumerate() {
+            let x = b * BLOCK;
+            let mut acc = [HALF; BLOCK];
+            for (k, &w) in weights.iter().enumerate() {
+                let src: &[u8; BLOCK] = rows[k * stride + x..][..BLOCK].try_into().unwrap();
+                for (a, &p) in acc.iter_mut().zip(src) {
+                    *a += i32::from(p) * w;
+                }
+            }
+            for (o, &a) in out.iter_mut().zip(&acc) {
+                *o = clip8(a);
             }
         }
-        for (d, &a) in dst.iter_mut().zip(acc.iter()) {
-            *d = clip8(a);
+        for x in full..stride {
+            let mut acc = HALF;
+            for (k, &w) in weights.iter().enumerate() {
+                acc += i32::from(rows[k * stride + x]) * w;
+            }
+            dst[x] = clip8(acc);
         }
     }
 
@@ -348,7 +362,7 @@ mod kernels {
     }
 
     /// Lanes of one strip column: STRIP rows × 3 channels.
-    const LANES: usize = STRIP * 3;
+    pub(super) const LANES: usize = STRIP * 3;
 
     #[inline(always)]
     fn horizontal_strip_generic(
@@ -362,30 +376,18 @@ mod kernels {
         let in_stride = in_w * 3;
         let out_w = ch.out_len();
         let out_stride = out_w * 3;
-        // Transpose: column x of the strip holds pixel x of each of the n rows, R G B per row.
-        // Pixels are moved as 4-byte words, the fourth byte landing on the next row's (or next
-        // column's) first byte, which a later store overwrites; the last pixel of a row is
-        // copied as 3 bytes so as not to read past the input. Rows past `n` keep stale values:
-        // their results are computed but never stored.
-        let strip = &mut strip[..in_w * LANES + 1];
-        for x in 0..in_w {
-            let col = x * LANES;
-            if x + 1 < in_w {
-                for r in 0..n {
-                    let at = r * in_stride + x * 3;
-                    let word: [u8; 4] = src[at..at + 4].try_into().unwrap();
-                    strip[col + r * 3..col + r * 3 + 4].copy_from_slice(&word);
-                }
-            } else {
-                for r in 0..n {
-                    let at = r * in_stride + x * 3;
-                    strip[col + r * 3..col + r * 3 + 3].copy_from_slice(&src[at..at + 3]);
-                }
+        let (columns, _) = strip.as_chunks_mut::<LANES>();
+        let (columns, rest) = columns.split_at_mut(in_w);
+        let out_columns = &mut rest[..out_w];
+        // Transpose: column x holds pixel x of each of the n rows, R G B per row. Rows past `n`
+        // keep stale values: their results are computed but never stored.
+        for (r, row) in src.chunks_exact(in_stride).take(n).enumerate() {
+            let (pixels, _) = row.as_chunks::<3>();
+            for (column, px) in columns.iter_mut().zip(pixels) {
+                column[r * 3..r * 3 + 3].copy_from_slice(px);
             }
         }
-        let (columns, _) = strip[..in_w * LANES].as_chunks::<LANES>();
-        let mut px = [0u8; LANES + 1];
-        for xx in 0..out_w {
+        for (xx, out) in out_columns.iter_mut().enumerate() {
             let start = ch.start[xx] as usize;
             let weights = ch.weights(xx);
             let mut acc = [HALF; LANES];
@@ -394,21 +396,15 @@ mod kernels {
                     *a += i32::from(p) * w;
                 }
             }
-            for (p, &a) in px.iter_mut().zip(&acc) {
-                *p = clip8(a);
+            for (o, &a) in out.iter_mut().zip(&acc) {
+                *o = clip8(a);
             }
-            // Same 4-byte trick on the way out: the spilled byte is the next output pixel of
-            // the same row, written later; the row's last pixel is stored as 3 bytes.
-            if xx + 1 < out_w {
-                for r in 0..n {
-                    let at = r * out_stride + xx * 3;
-                    dst[at..at + 4].copy_from_slice(&px[r * 3..r * 3 + 4]);
-                }
-            } else {
-                for r in 0..n {
-                    let at = r * out_stride + xx * 3;
-                    dst[at..at + 3].copy_from_slice(&px[r * 3..r * 3 + 3]);
-                }
+        }
+        // Transpose back.
+        for (r, row) in dst.chunks_exact_mut(out_stride).take(n).enumerate() {
+            let (pixels, _) = row.as_chunks_mut::<3>();
+            for (px, column) in pixels.iter_mut().zip(out_columns.iter()) {
+                px.copy_from_slice(&column[r * 3..r * 3 + 3]);
             }
         }
     }

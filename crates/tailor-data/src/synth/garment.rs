@@ -385,16 +385,18 @@ fn jacket(b: &mut Builder, s: &Spec) {
     }
 }
 
-fn dress(b: &mut Builder, s: &Spec) {
+/// The fitted bodice (with sleeves) that dresses and rompers share, ending at the waist; `waist`
+/// is the half-width there.
+fn fitted_bodice(b: &mut Builder, s: &Spec, waist: f32) -> Top {
     let t = Top {
         nw: 0.15,
         sw: 0.36,
         sh: 0.07,
         bw: 0.33,
         ay: 0.40,
-        ww: 0.27,
+        ww: waist,
         wy: 0.80,
-        hw: 0.27,
+        hw: waist,
         hy: 0.80,
     };
     bodice_sleeves(b, s, &t);
@@ -402,6 +404,11 @@ fn dress(b: &mut Builder, s: &Spec) {
     let mut upper = shoulders(&t, sleeveless);
     upper.push((0.0, t.wy));
     b.add(mirror(&upper), Paint::Fabric(1.0));
+    t
+}
+
+fn dress(b: &mut Builder, s: &Spec) {
+    let t = fitted_bodice(b, s, 0.27);
     let len = lower_length(s.length);
     let hem = t.ww + 0.22 + 0.13 * len;
     b.add(
@@ -418,22 +425,7 @@ fn dress(b: &mut Builder, s: &Spec) {
 }
 
 fn romper(b: &mut Builder, s: &Spec) {
-    let t = Top {
-        nw: 0.15,
-        sw: 0.36,
-        sh: 0.07,
-        bw: 0.33,
-        ay: 0.40,
-        ww: 0.28,
-        wy: 0.80,
-        hw: 0.28,
-        hy: 0.80,
-    };
-    bodice_sleeves(b, s, &t);
-    let sleeveless = s.sleeve == Some(Sleeve::Sleeveless);
-    let mut upper = shoulders(&t, sleeveless);
-    upper.push((0.0, t.wy));
-    b.add(mirror(&upper), Paint::Fabric(1.0));
+    let t = fitted_bodice(b, s, 0.28);
     // Shorts joined to the bodice: the crotch notch separates rompers from dresses.
     let y = t.wy;
     b.add(
