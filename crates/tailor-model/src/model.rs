@@ -1,0 +1,215 @@
+//! The full Qwen2.5-VL model: vision tower, embedding merge, decoder and output projection.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::VarBuilder;
+use tailor_core::{Batch, ImageGrid};
+
+use crate::config::Config;
+use crate::text::TextModel;
+use crate::vision::VisionTower;
+use crate::weights::{Checkpoint, LM_HEAD, TEXT_PREFIX, VISION_PREFIX};
+
+/// The inputs of one forward pass.
+#[derive(Debug, Clone)]
+pub struct VlmInputs {
+    /// Token ids `[batch, len]` (u32 or i64).
+    pub input_ids: Tensor,
+    /// 1 for real tokens, 0 for padding, `[batch, len]` (any integer or float dtype).
+    pub attention_mask: Tensor,
+    /// M-RoPE positions `[3, batch, len]` (temporal, height, width rows), as
+    /// `tailor_text::rope_index` computes them.
+    pub position_ids: Tensor,
+    /// Patch rows `[Σ t·h·w, patch_dim]` of all images in batch order, or `None` without images.
+    pub pixel_values: Option<Tensor>,
+    /// One grid per image, in the order of `pixel_values` and of the image placeholder runs.
+    pub image_grids: Vec<ImageGrid>,
+}
+
+impl VlmInputs {
+    /// Moves a collated [`Batch`] onto `device`.
+    pub fn from_batch(batch: &Batch, device: &Device) -> Result<Self> {
+        let tokens = &batch.tokens;
+        let (b, l) = (tokens.batch_size, tokens.seq_len);
+        let pixel_values = if batch.image_grids.is_empty() {
+            None
+        } else {
+            let rows = batch.pixel_values.len() / batch.patch_dim.max(1);
+            Some(Tensor::from_slice(
+                &batch.pixel_values,
+                (rows, batch.patch_dim),
+                device,
+            )?)
+        };
+        Ok(Self {
+            input_ids: Tensor::from_slice(&tokens.input_ids, (b, l), device)?,
+            attention_mask: Tensor::from_slice(&tokens.attention_mask, (b, l), device)?,
+            position_ids: Tensor::from_slice(&tokens.position_ids, (3, b, l), device)?,
+            pixel_values,
+            image_grids: batch.image_grids.clone(),
+        })
+    }
+}
+
+/// Qwen2.5-VL for conditional generation.
+#[derive(Debug, Clone)]
+pub struct Qwen25Vl {
+    visual: VisionTower,
+    language_model: TextModel,
+    lm_head: Tensor,
+    cfg: Config,
+}
+
+impl Qwen25Vl {
+    /// Builds the model from a [`VarBuilder`] that serves canonical names (`model.visual.*`,
+    /// `model.language_model.*`, `lm_head.weight`), normally from [`Checkpoint::var_builder`].
+    /// `lm_head` is tied to the embedding when the config says so or when the builder holds no
+    /// `lm_head.weight` (as transformers does; note that a fresh `VarMap` holds nothing yet, so a
+    /// model built on one is always tied).
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let visual = VisionTower::new(&cfg.vision, vb.pp(VISION_PREFIX))?;
+        let language_model = TextModel::new(&cfg.text, vb.pp(TEXT_PREFIX))?;
+        let lm_head = if cfg.tie_word_embeddings || !vb.contains_tensor(LM_HEAD) {
+            language_model.embedding_weight().clone()
+        } else {
+            vb.get((cfg.text.vocab_size, cfg.text.hidden_size), LM_HEAD)?
+        };
+        Ok(Self {
+            visual,
+            language_model,
+            lm_head,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Reads `config.json` and the verified weights of a model directory.
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> crate::Result<Self> {
+        let cfg = Config::from_file(&dir.join("config.json"))?;
+        let checkpoint = Checkpoint::open(dir)?;
+        let vb = checkpoint.var_builder(&cfg, dtype, device)?;
+        Ok(Self::new(&cfg, vb)?)
+    }
+
+    /// The resolved configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The vision tower.
+    pub fn vision(&self) -> &VisionTower {
+        &self.visual
+    }
+
+    /// The decoder.
+    pub fn text(&self) -> &TextModel {
+        &self.language_model
+    }
+
+    /// The output projection `[vocab, hidden]` (the embedding matrix when tied).
+    pub fn lm_head(&self) -> &Tensor {
+        &self.lm_head
+    }
+
+    /// Decoder input `[batch, len, hidden]`: token embeddings with the image features written,
+    /// in row-major (batch, position) order, over the `<|image_pad|>` positions. The number of
+    /// such positions must equal the number of image features.
+    pub fn input_embeds(&self, inputs: &VlmInputs) -> Result<Tensor> {
+        let embeds = self.language_model.embed(&inputs.input_ids)?;
+        let features = match &inputs.pixel_values {
+            Some(pixels) => Some(self.visual.forward(pixels, &inputs.image_grids)?),
+            None => None,
+        };
+        self.merge_image_features(&inputs.input_ids, embeds, features.as_ref())
+    }
+
+    fn merge_image_features(
+        &self,
+        input_ids: &Tensor,
+        embeds: Tensor,
+        features: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, l, h) = embeds.dims3()?;
+        let image = i64::from(self.cfg.tokens.image);
+        let ids = input_ids
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .to_vec1::<i64>()?;
+        let positions: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == image).collect();
+        let n_features = match features {
+            Some(f) => f.dims2()?.0,
+            None => 0,
+        };
+        if positions.len() != n_features {
+            candle_core::bail!(
+                "the input ids hold {} image tokens but the images give {n_features} features",
+                positions.len()
+            );
+        }
+        let Some(features) = features.filter(|_| n_features > 0) else {
+            return Ok(embeds);
+        };
+        // Gather from [token embeddings; image features] so that the result stays differentiable
+        // with respect to both.
+        let rows = b * l;
+        let all = Tensor::cat(
+            &[
+                &embeds.reshape((rows, h))?,
+                &features.to_dtype(embeds.dtype())?,
+            ],
+            0,
+        )?;
+        let mut index: Vec<u32> = (0..rows as u32).collect();
+        for (k, &p) in positions.iter().enumerate() {
+            index[p] = (rows + k) as u32;
+        }
+        let index = Tensor::from_vec(index, rows, embeds.device())?;
+        all.index_select(&index, 0)?.reshape((b, l, h))
+    }
+
+    /// Final-normed hidden states `[batch, len, hidden]`.
+    pub fn forward(&self, inputs: &VlmInputs) -> Result<Tensor> {
+        let embeds = self.input_embeds(inputs)?;
+        self.language_model
+            .forward(&embeds, &inputs.position_ids, &inputs.attention_mask)
+    }
+
+    /// transformers' `hidden_states` (see [`TextModel::forward_hidden_states`]).
+    pub fn forward_hidden_states(&self, inputs: &VlmInputs) -> Result<Vec<Tensor>> {
+        let embeds = self.input_embeds(inputs)?;
+        self.language_model.forward_hidden_states(
+            &embeds,
+            &inputs.position_ids,
+            &inputs.attention_mask,
+        )
+    }
+
+    /// Logits `[batch, len, vocab]` of final hidden states `[batch, len, hidden]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let (b, l, h) = hidden.dims3()?;
+        hidden
+            .reshape((b * l, h))?
+            .matmul(&self.lm_head.t()?)?
+            .reshape((b, l, ()))
+    }
+
+    /// Logits `[n, vocab]` at the given `(batch, position)` pairs only: the output projection runs
+    /// on `n` rows instead of `batch · len` (a 151,936-word vocabulary makes full logits large).
+    pub fn logits_at(&self, hidden: &Tensor, positions: &[(usize, usize)]) -> Result<Tensor> {
+        let (b, l, h) = hidden.dims3()?;
+        let mut index = Vec::with_capacity(positions.len());
+        for &(row, pos) in positions {
+            if row >= b || pos >= l {
+                candle_core::bail!(
+                    "logits_at: position ({row}, {pos}) is outside the [{b}, {l}] batch"
+                );
+            }
+            index.push((row * l + pos) as u32);
+        }
+        let index = Tensor::from_vec(index, positions.len(), hidden.device())?;
+        hidden
+            .reshape((b * l, h))?
+            .index_select(&index, 0)?
+            .matmul(&self.lm_head.t()?)
+    }
+}

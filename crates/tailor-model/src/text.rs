@@ -1,0 +1,283 @@
+//! The Qwen2 decoder with M-RoPE (`model.language_model`): token embedding, grouped-query
+//! attention with q/k/v biases, SwiGLU MLPs, RMSNorms.
+//!
+//! Positions are the `[3, batch, len]` M-RoPE rows (temporal, height, width) that
+//! `tailor_text::rope_index` computes; frequency `j` of the rotary table takes its angle from the
+//! row whose `mrope_section` contains `j`. The attention mask is causal plus key padding.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Embedding, Linear, VarBuilder};
+
+use crate::config::TextConfig;
+use crate::nn::{RmsNorm, SwiGlu, apply_rotary, attention, inv_freq};
+
+/// The decoder stack.
+#[derive(Debug, Clone)]
+pub struct TextModel {
+    embed_tokens: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    cfg: TextConfig,
+    inv_freq: Vec<f32>,
+}
+
+impl TextModel {
+    /// Builds the decoder from `vb` rooted at `model.language_model`.
+    pub fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+        let embed_tokens =
+            candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::new(cfg, vb.pp(format!("layers.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?;
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            cfg: cfg.clone(),
+            inv_freq: inv_freq(cfg.head_dim, cfg.rope_theta),
+        })
+    }
+
+    /// The embedding matrix `[vocab, hidden]` (also the tied output projection).
+    pub fn embedding_weight(&self) -> &Tensor {
+        self.embed_tokens.embeddings()
+    }
+
+    /// Token embeddings `[batch, len, hidden]` of `input_ids` `[batch, len]`.
+    pub fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
+        self.embed_tokens.forward(input_ids)
+    }
+
+    /// Runs the decoder on input embeddings and returns the final-normed hidden states
+    /// `[batch, len, hidden]`.
+    pub fn forward(
+        &self,
+        embeds: &Tensor,
+        position_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor> {
+        let mut states = self.run(embeds, position_ids, attention_mask, false)?;
+        Ok(states.pop().expect("run returns the final state"))
+    }
+
+    /// Runs the decoder and returns transformers' `hidden_states`: the input embeddings, the output
+    /// of every layer but the last, and the final-normed output of the last layer
+    /// (`num_hidden_layers + 1` tensors).
+    pub fn forward_hidden_states(
+        &self,
+        embeds: &Tensor,
+        position_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Vec<Tensor>> {
+        self.run(embeds, position_ids, attention_mask, true)
+    }
+
+    fn run(
+        &self,
+        embeds: &Tensor,
+        position_ids: &Tensor,
+        attention_mask: &Tensor,
+        keep: bool,
+    ) -> Result<Vec<Tensor>> {
+        let (b, l, _) = embeds.dims3()?;
+        let (cos, sin) = self.rotary(position_ids, b, l, embeds.dtype())?;
+        let mask = causal_padding_mask(attention_mask, b, l, embeds.device())?;
+        let mut states = Vec::new();
+        let mut xs = embeds.clone();
+        for layer in &self.layers {
+            if keep {
+                states.push(xs.clone());
+            }
+            xs = layer.forward(&xs, &cos, &sin, &mask)?;
+        }
+        states.push(self.norm.forward(&xs)?);
+        Ok(states)
+    }
+
+    /// M-RoPE tables `[batch, 1, len, head_dim]` in `dtype`: the float32 angles `pos_r · inv_freq`
+    /// with each frequency's row picked by `mrope_section`, duplicated to the full head dimension.
+    fn rotary(
+        &self,
+        position_ids: &Tensor,
+        b: usize,
+        l: usize,
+        dtype: DType,
+    ) -> Result<(Tensor, Tensor)> {
+        let dims = position_ids.dims();
+        if dims != [3, b, l] {
+            candle_core::bail!("position_ids must be [3, {b}, {l}] (M-RoPE rows), found {dims:?}");
+        }
+        let half = self.inv_freq.len();
+        let inv_freq = Tensor::from_vec(
+            self.inv_freq.clone(),
+            (1, 1, 1, half),
+            position_ids.device(),
+        )?;
+        let freqs = position_ids
+            .to_dtype(DType::F32)?
+            .unsqueeze(3)?
+            .broadcast_mul(&inv_freq)?; // [3, b, l, half]
+        let [s0, s1, s2] = self.cfg.mrope_section;
+        let picked = Tensor::cat(
+            &[
+                freqs.get(0)?.narrow(2, 0, s0)?,
+                freqs.get(1)?.narrow(2, s0, s1)?,
+                freqs.get(2)?.narrow(2, s0 + s1, s2)?,
+            ],
+            2,
+        )?; // [b, l, half]
+        let angles = Tensor::cat(&[&picked, &picked], 2)?.unsqueeze(1)?;
+        Ok((
+            angles.cos()?.to_dtype(dtype)?,
+            angles.sin()?.to_dtype(dtype)?,
+        ))
+    }
+}
+
+/// Additive float32 mask `[batch, 1, len, len]`: 0 where query `i` may see key `j` (`j ≤ i` and
+/// key `j` is not padding), the most negative float otherwise (a finite value, as transformers
+/// uses, so a fully masked padding row stays finite).
+fn causal_padding_mask(
+    attention_mask: &Tensor,
+    b: usize,
+    l: usize,
+    device: &Device,
+) -> Result<Tensor> {
+    let dims = attention_mask.dims();
+    if dims != [b, l] {
+        candle_core::bail!("attention_mask must be [{b}, {l}], found {dims:?}");
+    }
+    let keep = attention_mask.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let mut mask = vec![0f32; b * l * l];
+    for (row, keep) in keep.iter().enumerate() {
+        for i in 0..l {
+            for j in 0..l {
+                if j > i || keep[j] == 0.0 {
+                    mask[(row * l + i) * l + j] = f32::MIN;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(mask, (b, 1, l, l), device)
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: SelfAttention,
+    post_attention_layernorm: RmsNorm,
+    mlp: SwiGlu,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            input_layernorm: RmsNorm::new(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                vb.pp("input_layernorm"),
+            )?,
+            self_attn: SelfAttention::new(cfg, vb.pp("self_attn"))?,
+            post_attention_layernorm: RmsNorm::new(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
+            mlp: SwiGlu::new(cfg.hidden_size, cfg.intermediate_size, false, vb.pp("mlp"))?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let residual = xs;
+        let xs = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(xs)?, cos, sin, mask)?;
+        let xs = (residual + xs)?;
+        let residual = &xs;
+        residual
+            + self
+                .mlp
+                .forward(&self.post_attention_layernorm.forward(&xs)?)?
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SelfAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl SelfAttention {
+    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let q = cfg.num_attention_heads * cfg.head_dim;
+        let kv = cfg.num_key_value_heads * cfg.head_dim;
+        Ok(Self {
+            q_proj: candle_nn::linear(h, q, vb.pp("q_proj"))?,
+            k_proj: candle_nn::linear(h, kv, vb.pp("k_proj"))?,
+            v_proj: candle_nn::linear(h, kv, vb.pp("v_proj"))?,
+            o_proj: candle_nn::linear_no_bias(q, h, vb.pp("o_proj"))?,
+            num_heads: cfg.num_attention_heads,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, l, _) = xs.dims3()?;
+        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+            t.reshape((b, l, n, self.head_dim))?.transpose(1, 2)
+        };
+        let q = heads(self.q_proj.forward(xs)?, self.num_heads)?;
+        let k = heads(self.k_proj.forward(xs)?, self.num_kv_heads)?;
+        let v = heads(self.v_proj.forward(xs)?, self.num_kv_heads)?;
+        let q = apply_rotary(&q, cos, sin)?.contiguous()?;
+        let k = self.repeat_kv(apply_rotary(&k, cos, sin)?)?;
+        let v = self.repeat_kv(v)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let out = attention(&q, &k, &v, scale, Some(mask))?;
+        let out = out
+            .transpose(1, 2)?
+            .reshape((b, l, self.num_heads * self.head_dim))?;
+        self.o_proj.forward(&out)
+    }
+
+    /// `[b, kv, l, d]` → `[b, kv·groups, l, d]`: KV head `g` serves query heads `g·groups..`.
+    fn repeat_kv(&self, xs: Tensor) -> Result<Tensor> {
+        let groups = self.num_heads / self.num_kv_heads;
+        if groups == 1 {
+            return xs.contiguous();
+        }
+        let (b, kv, l, d) = xs.dims4()?;
+        xs.unsqueeze(2)?
+            .expand((b, kv, groups, l, d))?
+            .reshape((b, kv * groups, l, d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_is_causal_and_hides_padded_keys() {
+        let am = Tensor::new(&[[1u8, 1, 0], [0, 1, 1]], &Device::Cpu).unwrap();
+        let mask = causal_padding_mask(&am, 2, 3, &Device::Cpu).unwrap();
+        assert_eq!(mask.dims(), [2, 1, 3, 3]);
+        let m: Vec<Vec<Vec<f32>>> = mask.squeeze(1).unwrap().to_vec3().unwrap();
+        let open = |v: f32| v == 0.0;
+        // Row 0 (right padding): key 2 is padding.
+        assert!(open(m[0][2][0]) && open(m[0][2][1]) && !open(m[0][2][2]));
+        assert!(!open(m[0][0][1]));
+        // Row 1 (left padding): key 0 hidden everywhere; query 0 sees nothing but stays finite.
+        assert!(m[1].iter().all(|r| !open(r[0])));
+        assert!(open(m[1][2][1]) && open(m[1][2][2]));
+        assert!(m[1][0].iter().all(|v| v.is_finite()));
+    }
+}
