@@ -28,6 +28,98 @@ pub enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Generate the catalog answer ("category1/category2: description") for product images or
+    /// catalog rows; prints one JSON object per image, in input order.
+    Predict(PredictArgs),
+}
+
+/// `tailor predict`
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Model folder, or a Hugging Face repo id (e.g. Qwen/Qwen2.5-VL-3B-Instruct) fetched into the
+    /// standard hub cache (HF_HOME, HF_HUB_OFFLINE, HF_ENDPOINT and HF_TOKEN are honoured).
+    #[arg(long, value_name = "DIR_OR_REPO_ID")]
+    pub model: String,
+    /// Image files to describe (repeat the flag or list several).
+    #[arg(long, num_args = 1.., value_name = "PATH", conflicts_with = "dataset")]
+    pub image: Vec<PathBuf>,
+    /// A catalog whose rows to describe (any layout `tailor data` reads).
+    #[arg(long, value_name = "PATH")]
+    pub dataset: Option<PathBuf>,
+    /// A split.json from `tailor data split`: only the rows of --split are described.
+    #[arg(long, value_name = "FILE", requires = "dataset")]
+    pub split_file: Option<PathBuf>,
+    /// Which part of --split-file: train, valid or test.
+    #[arg(long, default_value = "test", value_name = "NAME")]
+    pub split: String,
+    /// System message. Default: the recipe's.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Send no system message.
+    #[arg(long, conflicts_with = "system")]
+    pub no_system: bool,
+    /// User prompt after the image. Default: "What is this product?".
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Option<String>,
+    /// Most tokens to generate per image.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub max_new_tokens: usize,
+    /// Greedy decoding (the default; sampling starts when any sampling option is given).
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p", "seed"])]
+    pub greedy: bool,
+    /// Sampling temperature.
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f64>,
+    /// Sample only among the K most likely tokens.
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+    /// Sample only from the smallest set of tokens whose probability reaches P.
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f64>,
+    /// Seed for sampling (same seed, same output).
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Repetition penalty (default: the model's generation_config.json, else 1.0).
+    #[arg(long, value_name = "P")]
+    pub repetition_penalty: Option<f64>,
+    /// Weight dtype for computation.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub dtype: DtypeArg,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Images per generation batch (prompts are left-padded together).
+    #[arg(long, default_value_t = 4, value_name = "B")]
+    pub batch_size: usize,
+    /// Override the processor's min_pixels.
+    #[arg(long, value_name = "N")]
+    pub min_pixels: Option<u64>,
+    /// Override the processor's max_pixels.
+    #[arg(long, value_name = "N")]
+    pub max_pixels: Option<u64>,
+    /// Write the JSON lines here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `--dtype` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DtypeArg {
+    /// 32-bit floats (exact parity with transformers' f32).
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// float16.
+    F16,
+}
+
+/// `--device` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU.
+    Cpu,
+    /// The first CUDA GPU (needs a build with `--features cuda`).
+    Cuda,
 }
 
 /// `tailor data …`

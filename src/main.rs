@@ -2,6 +2,8 @@
 
 mod args;
 mod data;
+mod hub;
+mod predict;
 mod progress;
 
 use std::process::ExitCode;
@@ -19,6 +21,7 @@ fn main() -> ExitCode {
             DataCommand::Preview(a) => data::preview(a),
             DataCommand::Synth(a) => data::synth(a),
         },
+        Command::Predict(a) => predict::predict(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

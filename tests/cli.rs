@@ -237,3 +237,158 @@ fn bad_input_names_file_row_and_column() {
     ]);
     assert!(err.contains("`nope`"), "{err}");
 }
+
+fn fixture_model(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/model")
+        .join(name)
+}
+
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn predict_writes_one_line_per_image_in_order_and_batches_do_not_change_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = dir.path().join("c.parquet");
+    ok(&["data", "synth", "--out", p(&cat), "--rows", "5"]);
+    let model = fixture_model("windows");
+    let run = |batch: &str| {
+        json_lines(&ok(&[
+            "predict",
+            "--model",
+            p(&model),
+            "--dataset",
+            p(&cat),
+            "--max-new-tokens",
+            "6",
+            "--batch-size",
+            batch,
+        ]))
+    };
+    let one = run("1");
+    let three = run("3");
+    assert_eq!(one.len(), 5);
+    assert_eq!(one, three);
+    for (i, line) in one.iter().enumerate() {
+        assert_eq!(line["row"], i);
+        let ids = line["token_ids"].as_array().unwrap();
+        assert!(!ids.is_empty() && ids.len() <= 6, "{line}");
+        assert!(line["text"].is_string());
+    }
+}
+
+#[test]
+fn predict_reports_unreadable_images_in_their_own_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/image/jpeg_420.jpg");
+    let bad = dir.path().join("broken.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let model = fixture_model("tied");
+    let lines = json_lines(&ok(&[
+        "predict",
+        "--model",
+        p(&model),
+        "--image",
+        p(&good),
+        p(&bad),
+        p(&good),
+        "--max-new-tokens",
+        "4",
+    ]));
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0]["token_ids"].is_array() && lines[2]["token_ids"].is_array());
+    assert_eq!(lines[0]["token_ids"], lines[2]["token_ids"]);
+    assert!(
+        lines[1]["error"].as_str().unwrap().contains("broken.png"),
+        "{}",
+        lines[1]
+    );
+    // Seeded sampling is deterministic.
+    let sample = |seed: &str| {
+        ok(&[
+            "predict",
+            "--model",
+            p(&model),
+            "--image",
+            p(&good),
+            "--max-new-tokens",
+            "6",
+            "--temperature",
+            "1.5",
+            "--seed",
+            seed,
+        ])
+    };
+    assert_eq!(sample("7"), sample("7"));
+}
+
+#[test]
+fn predict_resolves_a_repo_id_from_the_offline_hub_cache() {
+    // The hub cache layout huggingface_hub writes: blobs, a snapshot of symlinks, refs/main.
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("hub/models--tailor-test--tiny-vl");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    for entry in std::fs::read_dir(fixture_model("tied")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let blob = repo.join("blobs").join(format!("etag-{name}"));
+        std::fs::copy(entry.path(), &blob).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/etag-{name}"), snap.join(&name)).unwrap();
+    }
+    let image = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/image/jpeg_420.jpg");
+    let out = Command::new(env!("CARGO_BIN_EXE_tailor"))
+        .args([
+            "predict",
+            "--model",
+            "tailor-test/tiny-vl",
+            "--image",
+            p(&image),
+            "--max-new-tokens",
+            "3",
+        ])
+        .env("HF_HOME", home.path())
+        .env_remove("HF_HUB_CACHE")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let direct = ok(&[
+        "predict",
+        "--model",
+        p(&fixture_model("tied")),
+        "--image",
+        p(&image),
+        "--max-new-tokens",
+        "3",
+    ]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), direct);
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_tailor"))
+        .args([
+            "predict",
+            "--model",
+            "tailor-test/absent",
+            "--image",
+            p(&image),
+        ])
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("tailor-test/absent"));
+}

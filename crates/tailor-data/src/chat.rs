@@ -148,6 +148,16 @@ impl ChatFormat {
         cols
     }
 
+    /// The texts of one row's prompt (system and user turn); the answer is left empty, so rows
+    /// without target columns (new products to predict) work.
+    pub fn sample_prompt(&self, row: &Row) -> Result<ChatTexts> {
+        Ok(ChatTexts {
+            system: self.system.as_ref().map(|t| t.render(row)).transpose()?,
+            prompt: self.prompt.render(row)?,
+            answer: String::new(),
+        })
+    }
+
     /// The texts of one row's chat.
     pub fn sample(&self, row: &Row) -> Result<ChatTexts> {
         Ok(ChatTexts {
@@ -169,6 +179,35 @@ pub struct ChatTexts {
     pub answer: String,
 }
 
+/// An answer of the form `category1/category2: description`, split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedAnswer {
+    /// First category level.
+    pub category1: String,
+    /// Second category level.
+    pub category2: String,
+    /// The description after `": "`.
+    pub description: String,
+}
+
+impl ParsedAnswer {
+    /// Parses `c1/c2: description`; `None` when the text has another form (no colon, no single
+    /// slash before it, an empty part, or a line break inside the label).
+    pub fn parse(text: &str) -> Option<ParsedAnswer> {
+        let (label, description) = text.trim_start().split_once(':')?;
+        let (c1, c2) = label.split_once('/')?;
+        let clean = |s: &str| {
+            let t = s.trim();
+            (!t.is_empty() && !s.contains(['/', '\n'])).then(|| t.to_string())
+        };
+        Some(ParsedAnswer {
+            category1: clean(c1)?,
+            category2: clean(c2)?,
+            description: description.trim().to_string(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +223,30 @@ mod tests {
         assert!(Template::parse("{}").is_err());
         assert!(Template::parse("a } b").is_err());
         assert_eq!(Template::parse("").unwrap().columns().count(), 0);
+    }
+
+    #[test]
+    fn answers_parse_into_categories_and_description() {
+        let a = ParsedAnswer::parse("WOMEN/dresses: This female wears a dress.").unwrap();
+        assert_eq!(
+            (
+                a.category1.as_str(),
+                a.category2.as_str(),
+                a.description.as_str()
+            ),
+            ("WOMEN", "dresses", "This female wears a dress.")
+        );
+        assert_eq!(ParsedAnswer::parse("MEN/tees:").unwrap().description, "");
+        for bad in [
+            "no label here",
+            "WOMEN: dress",
+            "/tees: x",
+            "A/B/C: x",
+            "WOMEN\n/tees: x",
+            "",
+        ] {
+            assert_eq!(ParsedAnswer::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

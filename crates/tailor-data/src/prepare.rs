@@ -262,6 +262,86 @@ impl Processor {
     }
 }
 
+/// One generation prompt: the ids of a chat rendered with the generation prompt, and its image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    /// Token ids, image placeholders expanded.
+    pub ids: Vec<u32>,
+    /// The image's patch rows.
+    pub pixel_values: Vec<f32>,
+    /// The image's grid.
+    pub grid: ImageGrid,
+}
+
+impl Processor {
+    /// The generation prompt of a row's chat (system and user turn, no answer) with its image
+    /// decoded and processed.
+    pub fn prompt(&self, row: &Row, format: &ChatFormat, image_column: &str) -> Result<Prompt> {
+        let mut pixel_values = Vec::new();
+        let grid = self.pixels_of(row, image_column, &mut pixel_values)?;
+        let ids = self.prompt_ids(&format.sample_prompt(row)?, grid)?;
+        Ok(Prompt {
+            ids,
+            pixel_values,
+            grid,
+        })
+    }
+
+    /// Prompt ids for given chat texts and image grid.
+    pub fn prompt_ids(&self, texts: &ChatTexts, grid: ImageGrid) -> Result<Vec<u32>> {
+        let messages = Self::messages(texts, false);
+        self.text
+            .encode_prompt(&messages, &[grid], self.image.config().merge_size)
+            .map_err(|e| DataError::Invalid(format!("rendering the prompt: {e}")))
+    }
+
+    /// Batches prompts for generation with LEFT padding (so every row's next token sits at the
+    /// last column): ids, attention mask, M-RoPE positions over each row's real tokens (0 on
+    /// padding, as transformers 5.24), and per-row rope deltas as `collate` defines them (max
+    /// position + 1 − the row's real length), so the k-th generated token of a row with n real
+    /// tokens sits at `n + k + delta` on all three rows, whatever the padding.
+    pub fn prompt_batch(&self, prompts: &[Prompt]) -> Result<Batch> {
+        let b = prompts.len();
+        let l = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+        let pad = self.text.tokenizer().special().pad;
+        let mut input_ids = vec![pad; b * l];
+        let mut attention_mask = vec![0u8; b * l];
+        let mut position_ids = vec![0i64; 3 * b * l];
+        let mut rope_deltas = Vec::with_capacity(b);
+        let mut pixel_values = Vec::new();
+        let mut image_grids = Vec::with_capacity(b);
+        for (r, p) in prompts.iter().enumerate() {
+            let offset = l - p.ids.len();
+            let pos = tailor_text::rope_index(&p.ids, &[p.grid], &[], &self.rope)
+                .map_err(|e| DataError::Invalid(format!("prompt positions: {e}")))?;
+            for (k, &id) in p.ids.iter().enumerate() {
+                input_ids[r * l + offset + k] = id;
+                attention_mask[r * l + offset + k] = 1;
+                for (axis, row) in pos.rows.iter().enumerate() {
+                    position_ids[(axis * b + r) * l + offset + k] = row[k];
+                }
+            }
+            rope_deltas.push(pos.rope_delta);
+            pixel_values.extend_from_slice(&p.pixel_values);
+            image_grids.push(p.grid);
+        }
+        Ok(Batch {
+            tokens: tailor_core::TokenBatch {
+                batch_size: b,
+                seq_len: l,
+                input_ids,
+                attention_mask,
+                labels: vec![tailor_core::IGNORE_INDEX; b * l],
+                position_ids,
+                rope_deltas,
+            },
+            pixel_values,
+            patch_dim: self.image.row_len(),
+            image_grids,
+        })
+    }
+}
+
 /// The M-RoPE ids of a `config.json` text (the embedded model's); mirrors
 /// [`RopeConfig::from_config_json`] for text that is not a file.
 fn rope_from_json(text: &str) -> std::result::Result<RopeConfig, String> {
@@ -304,6 +384,52 @@ mod tests {
         let ea = a.encode(&row, &fmt, grid, LabelMask::Assistant).unwrap();
         let eb = b.encode(&row, &fmt, grid, LabelMask::Assistant).unwrap();
         assert_eq!(ea, eb);
+    }
+
+    #[test]
+    fn left_padded_prompts_keep_each_rows_positions() {
+        let p = Processor::embedded(None, Some(56 * 56 * 4)).unwrap();
+        let cat = Catalog::sample();
+        let rows: Vec<Row> = cat
+            .rows(true)
+            .unwrap()
+            .take(2)
+            .map(|r| r.unwrap())
+            .collect();
+        let mut no_system = ChatFormat::recipe();
+        no_system.system = None;
+        let short = p.prompt(&rows[0], &no_system, "image").unwrap();
+        let long = p.prompt(&rows[1], &ChatFormat::recipe(), "image").unwrap();
+        assert!(short.ids.len() < long.ids.len());
+        let alone = p.prompt_batch(std::slice::from_ref(&long)).unwrap();
+        let both = p.prompt_batch(&[short.clone(), long.clone()]).unwrap();
+        let t = &both.tokens;
+        assert_eq!(t.seq_len, long.ids.len().max(short.ids.len()));
+        let l = t.seq_len;
+        let pad = l - short.ids.len();
+        assert!(t.attention_mask[..pad].iter().all(|&m| m == 0));
+        assert_eq!(&t.input_ids[pad..l], &short.ids[..]);
+        // The unpadded row's positions and the next-token position agree with a batch of one.
+        for axis in 0..3 {
+            let row = &t.position_ids[(axis * 2 + 1) * l..(axis * 2 + 2) * l];
+            let one = &alone.tokens.position_ids
+                [axis * alone.tokens.seq_len..(axis + 1) * alone.tokens.seq_len];
+            assert_eq!(&row[l - one.len()..], one);
+        }
+        let real = |t: &tailor_core::TokenBatch, r: usize| {
+            t.attention_mask[r * t.seq_len..(r + 1) * t.seq_len]
+                .iter()
+                .map(|&m| i64::from(m))
+                .sum::<i64>()
+        };
+        let next = |t: &tailor_core::TokenBatch, r: usize| real(t, r) + t.rope_deltas[r];
+        assert_eq!(next(t, 1), next(&alone.tokens, 0));
+        let max_short = (0..3)
+            .flat_map(|a| t.position_ids[a * 2 * l..(a * 2 + 1) * l].iter().copied())
+            .max()
+            .unwrap();
+        assert_eq!(next(t, 0), max_short + 1);
+        assert_eq!(both.image_grids, [short.grid, long.grid]);
     }
 
     #[test]

@@ -12,11 +12,17 @@
 //! - [`VisionTower`] turns `pixel_values` into image features; [`TextModel`] is the decoder;
 //!   [`Qwen25Vl`] joins them, scatters image features over the `<|image_pad|>` positions and
 //!   computes logits, in full or only at chosen positions ([`Qwen25Vl::logits_at`]).
+//! - Generation: [`Qwen25Vl::generate`] runs a prefill ([`Qwen25Vl::prefill`]) that fills a
+//!   [`KvCache`] and then one-token steps ([`Qwen25Vl::decode_step`]); the next token is chosen
+//!   by a [`LogitsPipeline`] (repetition penalty, then greedy or [`Sampling`] with temperature,
+//!   top-k and top-p, in transformers' order), configured by a [`GenerationConfig`] resolved
+//!   from `generation_config.json`.
 //!
 //! The model does no tokenization and computes no positions: [`VlmInputs`] carries the M-RoPE
 //! `position_ids` that `tailor_text::rope_index` produces (a collated
 //! [`Batch`](tailor_core::Batch) converts with [`VlmInputs::from_batch`]). Every op on the forward
-//! path has a backward (no fused candle kernels), so LoRA can train through it.
+//! path has a backward (no fused candle kernels), so LoRA can train through it; only the cached
+//! attention of generation, which needs no gradient, uses candle's fused softmax.
 //!
 //! Parity with transformers 5.24 (float32, eager attention) is tested against the fixtures that
 //! `tools/reference/model_fixtures.py` writes to `tests/fixtures/model/`.
@@ -46,17 +52,25 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cache;
 pub mod config;
 pub mod error;
+mod generate;
 mod model;
 mod nn;
+pub mod sampling;
 pub mod text;
 pub mod vision;
 pub mod weights;
 
+pub use cache::KvCache;
 pub use config::{Config, SpecialTokenIds, TextConfig, VisionConfig};
 pub use error::{ModelError, Result, ShapeMismatch, TensorSpec, WeightReport};
+pub use generate::{
+    DEFAULT_MAX_NEW_TOKENS, EosTokenIds, Generated, GenerationConfig, RawGenerationConfig,
+};
 pub use model::{Qwen25Vl, VlmInputs};
+pub use sampling::{LogitsPipeline, Sampling};
 pub use text::TextModel;
 pub use vision::{VisionTower, VisionTrace, WindowIndex, full_attention_seqlens, window_index};
 pub use weights::{Checkpoint, StoredTensor, canonical_name, expected_tensors};

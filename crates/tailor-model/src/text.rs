@@ -6,6 +6,7 @@
 //! row whose `mrope_section` contains `j`. The attention mask is causal plus key padding.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::kv_cache::KvCache;
 use candle_nn::{Embedding, Linear, VarBuilder};
 
 use crate::config::TextConfig;
@@ -93,6 +94,38 @@ impl TextModel {
         }
         states.push(self.norm.forward(&xs)?);
         Ok(states)
+    }
+
+    /// Number of decoder layers (one KV cache entry each).
+    pub(crate) fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Inference-only decoder pass over `embeds` `[batch, len, hidden]` that follow the tokens
+    /// already in `caches` (one per layer): each layer's rotated keys and values are appended to
+    /// its cache and the queries attend to the whole cache. `mask` is the additive float32
+    /// `[batch, 1, len, cached + len]` mask. Returns the final-normed hidden states.
+    pub(crate) fn forward_cached(
+        &self,
+        embeds: &Tensor,
+        position_ids: &Tensor,
+        mask: &Tensor,
+        caches: &mut [KvCache],
+    ) -> Result<Tensor> {
+        let (b, l, _) = embeds.dims3()?;
+        if caches.len() != self.layers.len() {
+            candle_core::bail!(
+                "the KV cache has {} layers, the decoder {}",
+                caches.len(),
+                self.layers.len()
+            );
+        }
+        let (cos, sin) = self.rotary(position_ids, b, l, embeds.dtype())?;
+        let mut xs = embeds.clone();
+        for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
+            xs = layer.forward_cached(&xs, &cos, &sin, mask, cache)?;
+        }
+        self.norm.forward(&xs)
     }
 
     /// M-RoPE tables `[batch, 1, len, head_dim]` in `dtype`: the float32 angles `pos_r · inv_freq`
@@ -202,6 +235,33 @@ impl DecoderLayer {
     }
 }
 
+impl DecoderLayer {
+    /// [`DecoderLayer::forward`] with the attention reading from and appending to `cache`.
+    fn forward_cached(
+        &self,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let residual = xs;
+        let xs = self.self_attn.forward_cached(
+            &self.input_layernorm.forward(xs)?,
+            cos,
+            sin,
+            mask,
+            cache,
+        )?;
+        let xs = (residual + xs)?;
+        let residual = &xs;
+        residual
+            + self
+                .mlp
+                .forward(&self.post_attention_layernorm.forward(&xs)?)?
+    }
+}
+
 #[derive(Debug, Clone)]
 struct SelfAttention {
     q_proj: Linear,
@@ -246,6 +306,62 @@ impl SelfAttention {
             .transpose(1, 2)?
             .reshape((b, l, self.num_heads * self.head_dim))?;
         self.o_proj.forward(&out)
+    }
+
+    /// [`SelfAttention::forward`] over the cached keys and values followed by the new ones; the
+    /// new (rotated) keys and values are appended to `cache` (`[b, kv, len, d]`, before the
+    /// repetition over query groups).
+    fn forward_cached(
+        &self,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let (b, l, _) = xs.dims3()?;
+        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+            t.reshape((b, l, n, self.head_dim))?.transpose(1, 2)
+        };
+        let q = heads(self.q_proj.forward(xs)?, self.num_heads)?;
+        let k = heads(self.k_proj.forward(xs)?, self.num_kv_heads)?;
+        let v = heads(self.v_proj.forward(xs)?, self.num_kv_heads)?;
+        let q = apply_rotary(&q, cos, sin)?.contiguous()?;
+        let k = apply_rotary(&k, cos, sin)?.contiguous()?;
+        let (k, v) = cache.append(&k, &v.contiguous()?)?;
+        let out = self.grouped_attention(&q, &k, &v, mask)?;
+        let out = out
+            .transpose(1, 2)?
+            .reshape((b, l, self.num_heads * self.head_dim))?;
+        self.o_proj.forward(&out)
+    }
+
+    /// Inference attention of `q` `[b, heads, l, d]` over the cached `k`/`v` `[b, kv, t, d]`
+    /// (views into the cache's buffer) without [`SelfAttention::repeat_kv`]: the query heads of
+    /// each KV group are stacked along the length axis, so the cache is never copied per group.
+    /// Same arithmetic as [`attention`] (scale after the product, float32 mask and softmax), with
+    /// candle's fused last-dimension softmax since nothing here needs a gradient.
+    fn grouped_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, h, l, d) = q.dims4()?;
+        let (_, kv, t, _) = k.dims4()?;
+        let groups = h / kv;
+        let dtype = q.dtype();
+        let scale = 1.0 / (d as f64).sqrt();
+        let q = q.reshape((b, kv, groups * l, d))?;
+        let scores = (q.matmul(&k.t()?)? * scale)?
+            .to_dtype(DType::F32)?
+            .reshape((b, h, l, t))?
+            .broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?
+            .to_dtype(dtype)?
+            .reshape((b, kv, groups * l, t))?;
+        probs.matmul(v)?.reshape((b, h, l, d))
     }
 
     /// `[b, kv, l, d]` → `[b, kv·groups, l, d]`: KV head `g` serves query heads `g·groups..`.

@@ -1,0 +1,223 @@
+//! `tailor predict`: generate the catalog answer for images or catalog rows, one JSON line each.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device};
+use serde_json::json;
+use tailor_data::chat::{ChatFormat, ParsedAnswer, RECIPE_PROMPT, RECIPE_SYSTEM};
+use tailor_data::prepare::{Processor, Prompt};
+use tailor_data::split::SplitIndices;
+use tailor_data::{Catalog, ColumnMap, DataError, ImageRef, Row};
+use tailor_model::sampling::Sampling;
+use tailor_model::{GenerationConfig, Qwen25Vl, VlmInputs};
+
+use crate::args::{DeviceArg, DtypeArg, PredictArgs};
+use crate::progress;
+
+/// One thing to predict: where it came from (for the output line) and its row, or why it could
+/// not be read.
+struct Item {
+    label: String,
+    row: Option<usize>,
+    source: std::result::Result<Row, DataError>,
+}
+
+/// `tailor predict`
+pub fn predict(a: PredictArgs) -> Result<()> {
+    let dir = crate::hub::resolve_model(&a.model)?;
+    let processor = Processor::from_dir(&dir, a.min_pixels, a.max_pixels)
+        .with_context(|| format!("loading the processor of {}", dir.display()))?;
+    let device = device(a.device)?;
+    let dtype = match a.dtype {
+        DtypeArg::F32 => DType::F32,
+        DtypeArg::Bf16 => DType::BF16,
+        DtypeArg::F16 => DType::F16,
+    };
+    let model = Qwen25Vl::load(&dir, dtype, &device)
+        .with_context(|| format!("loading the model in {}", dir.display()))?;
+    let generation = generate_config(&a, &dir, &model)?;
+    let format = ChatFormat::new(
+        if a.no_system {
+            None
+        } else {
+            Some(a.system.as_deref().unwrap_or(RECIPE_SYSTEM))
+        },
+        a.prompt.as_deref().unwrap_or(RECIPE_PROMPT),
+        "",
+    )?;
+    let (items, image_column) = gather(&a)?;
+    let mut out: Box<dyn Write> = match &a.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let bar = progress::bar((items.len() > 3).then_some(items.len()), "predict");
+    let tok = processor.text.tokenizer();
+    for chunk in items.chunks(a.batch_size.max(1)) {
+        // Prompts for the readable items; unreadable ones get their error line in place.
+        let mut lines: Vec<Option<serde_json::Value>> = vec![None; chunk.len()];
+        let mut prompts: Vec<Prompt> = Vec::new();
+        let mut slots = Vec::new();
+        for (k, item) in chunk.iter().enumerate() {
+            let prompt = item
+                .source
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .and_then(|row| {
+                    processor
+                        .prompt(row, &format, &image_column)
+                        .map_err(|e| e.to_string())
+                });
+            match prompt {
+                Ok(p) => {
+                    prompts.push(p);
+                    slots.push(k);
+                }
+                Err(e) => {
+                    lines[k] = Some(with_row(json!({"image": item.label, "error": e}), item.row))
+                }
+            }
+        }
+        if !prompts.is_empty() {
+            let batch = processor.prompt_batch(&prompts)?;
+            let inputs = VlmInputs::from_batch(&batch, &device)?;
+            let generated = model.generate(&inputs, &batch.tokens.rope_deltas, &generation)?;
+            for (g, &k) in generated.iter().zip(&slots) {
+                let text = tok.decode(&g.ids, true)?;
+                let parsed = ParsedAnswer::parse(&text);
+                let item = &chunk[k];
+                lines[k] = Some(with_row(
+                    json!({
+                        "image": item.label,
+                        "text": text,
+                        "token_ids": g.ids,
+                        "category1": parsed.as_ref().map(|p| &p.category1),
+                        "category2": parsed.as_ref().map(|p| &p.category2),
+                        "description": parsed.as_ref().map(|p| &p.description),
+                    }),
+                    item.row,
+                ));
+            }
+        }
+        for line in lines.into_iter().flatten() {
+            writeln!(out, "{line}")?;
+        }
+        out.flush()?;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn with_row(mut v: serde_json::Value, row: Option<usize>) -> serde_json::Value {
+    if let (Some(r), Some(obj)) = (row, v.as_object_mut()) {
+        obj.insert("row".into(), r.into());
+    }
+    v
+}
+
+fn device(d: DeviceArg) -> Result<Device> {
+    Ok(match d {
+        DeviceArg::Cpu => Device::Cpu,
+        DeviceArg::Cuda => Device::new_cuda(0)
+            .context("--device cuda needs a build with `--features cuda` and an NVIDIA GPU")?,
+    })
+}
+
+fn generate_config(a: &PredictArgs, dir: &Path, model: &Qwen25Vl) -> Result<GenerationConfig> {
+    let seed = a.seed.unwrap_or(0);
+    let mut generation = GenerationConfig::load(dir, model.config(), seed)?;
+    generation.max_new_tokens = a.max_new_tokens;
+    let sampling =
+        a.temperature.is_some() || a.top_k.is_some() || a.top_p.is_some() || a.seed.is_some();
+    generation.pipeline.sampling = if sampling {
+        // Unset knobs take HF's library defaults, as `generate(do_sample=True)` does.
+        Sampling::Sample {
+            temperature: a.temperature.unwrap_or(1.0) as f32,
+            top_k: a.top_k.unwrap_or(50),
+            top_p: a.top_p.unwrap_or(1.0) as f32,
+            seed,
+        }
+    } else {
+        Sampling::Greedy
+    };
+    if let Some(p) = a.repetition_penalty {
+        if p <= 0.0 {
+            bail!("--repetition-penalty must be positive, got {p}");
+        }
+        generation.pipeline.repetition_penalty = p as f32;
+    }
+    Ok(generation)
+}
+
+/// The items in input order: `--image` paths, or the catalog rows (of one split when a split
+/// file is given, in catalog order).
+fn gather(a: &PredictArgs) -> Result<(Vec<Item>, String)> {
+    if !a.image.is_empty() {
+        let items = a
+            .image
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Item {
+                label: p.display().to_string(),
+                row: None,
+                source: Ok(Row::new(
+                    i,
+                    Arc::from(p.as_path()),
+                    Some(ImageRef::Path(p.clone())),
+                    vec![],
+                )),
+            })
+            .collect();
+        return Ok((items, "image".into()));
+    }
+    let Some(path) = &a.dataset else {
+        bail!("give images with --image PATH … or a catalog with --dataset PATH");
+    };
+    let catalog = Catalog::open(path, &ColumnMap::deepfashion())?;
+    let keep: Option<std::collections::HashSet<usize>> = match &a.split_file {
+        None => None,
+        Some(f) => Some(read_split(f, &a.split)?.into_iter().collect()),
+    };
+    let mut items = Vec::new();
+    for (i, row) in catalog.rows(true)?.enumerate() {
+        if keep.as_ref().is_some_and(|k| !k.contains(&i)) {
+            continue;
+        }
+        let label = match &row {
+            Ok(r) => r
+                .image
+                .as_ref()
+                .map_or_else(|| format!("row {i}"), ImageRef::describe),
+            Err(_) => format!("row {i}"),
+        };
+        let label = if label.starts_with('<') {
+            format!("{}#{i}", path.display())
+        } else {
+            label
+        };
+        items.push(Item {
+            label,
+            row: Some(i),
+            source: row,
+        });
+    }
+    Ok((items, catalog.image_column().to_string()))
+}
+
+fn read_split(file: &PathBuf, which: &str) -> Result<Vec<usize>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let split: SplitIndices = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a split.json", file.display()))?;
+    Ok(match which {
+        "train" => split.train,
+        "valid" => split.valid,
+        "test" => split.test,
+        other => bail!("--split {other:?}: expected train, valid or test"),
+    })
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Generation throughput of the model stage, side by side in one run on this machine: tailor
+# (candle, release build) vs Hugging Face transformers 5.24, both float32 on the CPU with the same
+# thread count, the same prompt batch (same ids, same pixel_values) and greedy decoding.
+#
+#   tools/bench/generate.sh [VENV]
+#
+# VENV is a Python venv with the pinned reference stack (torch 2.15.0, transformers 5.24.0,
+# torchvision, pillow; tools/reference/README.md), default /work/venv. Environment knobs:
+# THREADS (2; RAYON_NUM_THREADS for candle, torch.set_num_threads for torch), NEW_TOKENS (32),
+# REPEATS (5; best run reported), BATCH (4), IMAGE_SIDE (224 px -> 64 image tokens per prompt).
+#
+# For the tiny fixture model (tests/fixtures/model/tied) and a random mid-size model written to a
+# temporary folder by make_bench_model.py: build the prompt batch with transformers' processor
+# (generate_hf.py inputs), run tailor's generate_bench example, then transformers
+# (generate_hf.py bench), each under /usr/bin/time for its peak RSS, one after the other. Prints a
+# Markdown table (tokens/s, tailor/HF ratio, peak RSS) and per-phase notes. Results go into
+# docs/benchmarks.md, "Generation throughput (model stage)".
+set -euo pipefail
+venv=${1:-/work/venv}
+py="$venv/bin/python"
+threads=${THREADS:-2}
+new_tokens=${NEW_TOKENS:-32}
+repeats=${REPEATS:-5}
+batch=${BATCH:-4}
+side=${IMAGE_SIDE:-224}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export HF_HUB_OFFLINE=1
+
+cd "$root"
+cargo build --release --quiet --example generate_bench -p tailor-model
+target_dir=$(cargo metadata --format-version 1 --no-deps | "$py" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+bench="$target_dir/release/examples/generate_bench"
+"$py" tools/bench/make_bench_model.py "$work/mid" >/dev/null 2>&1
+
+run() { # name, model dir
+  local name=$1 dir=$2
+  "$py" tools/bench/generate_hf.py inputs "$dir" "$work/$name.inputs.safetensors" \
+    --batch "$batch" --image-side "$side" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }
+  RAYON_NUM_THREADS=$threads /usr/bin/time -f %M -o "$work/$name.tailor.rss" \
+    "$bench" "$dir" "$work/$name.inputs.safetensors" --new-tokens "$new_tokens" --repeats "$repeats" \
+    >"$work/$name.tailor.json" 2>"$work/err" || { cat "$work/err"; exit 1; }
+  /usr/bin/time -f %M -o "$work/$name.hf.rss" \
+    "$py" tools/bench/generate_hf.py bench "$dir" "$work/$name.inputs.safetensors" --new-tokens "$new_tokens" \
+    --repeats "$repeats" --threads "$threads" --compare "$work/$name.tailor.json" \
+    >"$work/$name.hf.json" 2>"$work/err" || { cat "$work/err"; exit 1; }
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+run tied tests/fixtures/model/tied
+run mid "$work/mid"
+echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), no GPU;" \
+  "load average before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg)."
+echo "Batch of $batch recipe prompts, ${side}x${side} images ($(( (side / 28) * (side / 28) )) image tokens each)," \
+  "greedy, $new_tokens new tokens per prompt, float32, $threads threads each side."
+echo
+"$py" tools/bench/generate_hf.py table "$work" \
+  "tied:tiny fixture (tied, hidden 64, 2 layers)" \
+  "mid:mid-size random (hidden 512, 8 layers, vision 256 × 8)"

@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Generation benchmark, Hugging Face side (run through tools/bench/generate.sh).
+
+Two commands:
+
+    generate_hf.py inputs MODEL_DIR OUT.safetensors [--batch 4] [--image-side 224]
+    generate_hf.py bench  MODEL_DIR INPUTS.safetensors [--new-tokens 32] [--repeats 3] [--threads 2]
+                          [--compare TAILOR.json]
+    generate_hf.py table  WORK_DIR NAME:LABEL...
+
+`inputs` builds the prompt batch once with transformers 5.24's Qwen2_5_VLProcessor (the PIL image
+processor, built by hand as tools/reference/model_fixtures.py does; left padding): BATCH recipe
+chats (system prompt, one image, "What is this product?", generation prompt), each with its own
+IMAGE_SIDE x IMAGE_SIDE photo-like image (224 px -> a 16x16 patch grid -> 64 image tokens). It
+writes input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw and, for
+cross-checking, transformers' M-RoPE position_ids [3, B, L] and rope_deltas [B, 1]. Both contenders
+read this file, so they see the same pixels and ids.
+
+`bench` runs transformers (float32, eager attention, CPU, torch.set_num_threads(THREADS)) on those
+inputs and prints one JSON line:
+
+- prefill: one forward over the whole prompt batch with a cache and logits at the last position
+  only (`logits_to_keep=1`, as generate's own prefill does);
+- generate: `model.generate(**inputs, do_sample=False, max_new_tokens=N)` with the eos ids removed
+  (so every row yields exactly N tokens and tailor can run the same N argmax steps); decode time is
+  generate minus prefill (N - 1 decode steps, the first token comes from the prefill);
+- vision: the vision tower alone (`get_image_features`), for the where-the-time-goes notes.
+
+Each timing is the best of REPEATS runs after one warm-up run (medians are reported too; the best
+run is the least disturbed by other processes on a shared machine). With --compare, the JSON of
+tailor's generate_bench is read and the line also reports the largest difference of the prefill
+logits and how many generated ids agree.
+
+`table` prints the Markdown comparison of the runs that generate.sh left in WORK_DIR
+(NAME.tailor.json, NAME.hf.json and the `/usr/bin/time -f %M` peak RSS files NAME.tailor.rss,
+NAME.hf.rss), in kB as GNU time writes them.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def threads_from_argv() -> str:
+    if "--threads" in sys.argv:
+        return sys.argv[sys.argv.index("--threads") + 1]
+    return "2"
+
+
+# Thread pools must be sized before torch is imported.
+for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[var] = threads_from_argv()
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from PIL import Image  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoTokenizer,
+    GenerationConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+)
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil  # noqa: E402
+from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: E402
+
+SYSTEM = (
+    "You are a fashion product expert assistant who excels at identifying product types from images "
+    "and generating concise descriptions."
+)
+USER = "What is this product?"
+# Peak resident memory of this process once torch and transformers are imported (before any model).
+RSS_AFTER_IMPORT_MIB = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+INPUT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw")
+
+
+def photo(seed: int, side: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32)
+    fx, fy = rng.uniform(5, 40, 2)
+    planes = [128 + 100 * np.sin(x / fx + c) * np.cos(y / fy - c) for c in range(3)]
+    img = np.stack(planes, -1) + rng.normal(0, 8, (side, side, 3))
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def processor_for(model_dir: Path, side: int) -> Qwen2_5_VLProcessor:
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    pre = json.loads((model_dir / "preprocessor_config.json").read_text())
+    pre = {k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class")}
+    # Pin the resize so that every model gets the same grid whatever its own pixel limits.
+    pre["min_pixels"] = pre["max_pixels"] = side * side
+    template = json.loads((model_dir / "chat_template.json").read_text())["chat_template"]
+    return Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessorPil(**pre),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=template,
+    )
+
+
+def load_model(model_dir: Path):
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        model_dir, attn_implementation="eager", dtype=torch.float32
+    )
+    model.eval()
+    return model
+
+
+def make_inputs(args) -> None:
+    model_dir = Path(args.model)
+    processor = processor_for(model_dir, args.image_side)
+    chat = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": USER}]},
+    ]
+    text = processor.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    images = [photo(100 + i, args.image_side) for i in range(args.batch)]
+    batch = dict(processor(text=[text] * args.batch, images=images, return_tensors="pt", padding=True))
+    model = load_model(model_dir)
+    with torch.no_grad():
+        positions, deltas = model.model.get_rope_index(
+            batch["input_ids"],
+            mm_token_type_ids=batch["mm_token_type_ids"],
+            image_grid_thw=batch["image_grid_thw"],
+            attention_mask=batch["attention_mask"],
+        )
+    tensors = {k: batch[k].contiguous() for k in INPUT_KEYS}
+    tensors["pixel_values"] = tensors["pixel_values"].float()
+    for k in ("input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw"):
+        tensors[k] = tensors[k].to(torch.int64)
+    tensors["position_ids"] = positions.to(torch.int64).contiguous()
+    tensors["rope_deltas"] = deltas.to(torch.int64).reshape(-1, 1).contiguous()
+    save_file(tensors, args.out)
+    grid = batch["image_grid_thw"][0].tolist()
+    print(
+        f"{args.out}: batch {args.batch} x {batch['input_ids'].shape[1]} tokens, "
+        f"{grid[1] * grid[2] // 4} image tokens per prompt, pixel_values {list(tensors['pixel_values'].shape)}"
+    )
+
+
+def time_it(fn, repeats: int):
+    """(best, median, last result) of `repeats` timed calls after one warm-up call."""
+    fn()  # warm-up
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), statistics.median(times), result
+
+
+def bench(args) -> None:
+    torch.set_num_threads(args.threads)
+    model_dir = Path(args.model)
+    model = load_model(model_dir)
+    t = load_file(args.inputs)
+    inputs = {k: t[k] for k in INPUT_KEYS}
+    b, l = inputs["input_ids"].shape
+    n = args.new_tokens
+    pad = model.generation_config.pad_token_id
+    gen_cfg = GenerationConfig(do_sample=False, max_new_tokens=n, pad_token_id=pad, eos_token_id=None)
+
+    def prefill():
+        model.model.rope_deltas = None
+        with torch.no_grad():
+            return model(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+
+    def generate():
+        model.model.rope_deltas = None
+        with torch.no_grad():
+            return model.generate(**inputs, generation_config=gen_cfg)
+
+    def vision():
+        with torch.no_grad():
+            return model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+
+    prefill_s, prefill_med, logits = time_it(prefill, args.repeats)
+    generate_s, generate_med, sequences = time_it(generate, args.repeats)
+    vision_s, _, _ = time_it(vision, args.repeats)
+    generated = sequences[:, l:].tolist()
+    assert all(len(row) == n for row in generated), [len(r) for r in generated]
+    decode_s = generate_s - prefill_s
+    result = {
+        "side": "transformers",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "threads": torch.get_num_threads(),
+        "batch": b,
+        "prompt_len": l,
+        "prompt_tokens": int(inputs["attention_mask"].sum()),
+        "new_tokens": n,
+        "repeats": args.repeats,
+        "rss_after_import_mib": RSS_AFTER_IMPORT_MIB,
+        "prefill_s": prefill_s,
+        "prefill_median_s": prefill_med,
+        "generate_s": generate_s,
+        "generate_median_s": generate_med,
+        "decode_s": decode_s,
+        "vision_s": vision_s,
+        "prefill_tok_s": int(inputs["attention_mask"].sum()) / prefill_s,
+        "decode_tok_s": b * (n - 1) / decode_s,
+        "generated": generated,
+    }
+    if args.compare:
+        other = json.loads(Path(args.compare).read_text())
+        theirs = torch.tensor(other["prefill_logits"], dtype=torch.float32)
+        result["prefill_logits_max_abs_diff"] = float((theirs - logits).abs().max())
+        result["prefill_logits_max_abs"] = float(logits.abs().max())
+        same = sum(a == c for ra, rc in zip(other["generated"], generated) for a, c in zip(ra, rc))
+        # Ids agree up to the first near-tie; after a divergence the continuations differ anyway.
+        prefix = [next((i for i, (a, c) in enumerate(zip(ra, rc)) if a != c), n)
+                  for ra, rc in zip(other["generated"], generated)]
+        result["same_ids"] = f"{same}/{b * n}"
+        result["agreeing_prefix_per_row"] = prefix
+    print(json.dumps(result))
+
+
+def table(args) -> None:
+    """Markdown table of the runs in WORK (NAME.tailor.json / .hf.json / .tailor.rss / .hf.rss)."""
+    work = Path(args.work)
+    rows, notes = [], []
+    for item in args.models:
+        name, label = item.split(":", 1)
+        ours = json.loads((work / f"{name}.tailor.json").read_text())
+        hf = json.loads((work / f"{name}.hf.json").read_text())
+        rss = {side: int((work / f"{name}.{side}.rss").read_text().split()[-1]) / 1024 for side in ("tailor", "hf")}
+        shape = f"{ours['batch']} × {ours['prompt_len']}"
+        rows.append(
+            f"| {label} | {shape} | {ours['new_tokens']} "
+            f"| {ours['prefill_tok_s']:,.0f} | {hf['prefill_tok_s']:,.0f} | {ours['prefill_tok_s'] / hf['prefill_tok_s']:.2f} "
+            f"| {ours['decode_tok_s']:,.0f} | {hf['decode_tok_s']:,.0f} | {ours['decode_tok_s'] / hf['decode_tok_s']:.2f} "
+            f"| {rss['tailor']:,.0f} | {rss['hf']:,.0f} (import alone {hf['rss_after_import_mib']:,.0f}) |"
+        )
+        p = ours.get("profile", {})
+        ms = lambda x: f"{1000 * x:.1f} ms"  # noqa: E731
+        notes.append(
+            f"- {label}: parity: prefill logits max |Δ| {hf['prefill_logits_max_abs_diff']:.1e} "
+            f"(max |logit| {hf['prefill_logits_max_abs']:.2f}), greedy ids equal {hf['same_ids']}; "
+            f"threads tailor {ours['threads']}, torch {hf['threads']}; best of {ours['repeats']} "
+            f"(medians: tailor prefill {ms(ours['prefill_median_s'])}, generate {ms(ours['generate_median_s'])}; "
+            f"HF prefill {ms(hf['prefill_median_s'])}, generate {ms(hf['generate_median_s'])})."
+        )
+        if p:
+            notes.append(
+                f"  tailor prefill {ms(p['prefill_s'])} = vision tower {ms(p['prefill_vision_tower_s'])} "
+                f"+ embedding/merge {ms(p['prefill_embed_and_merge_s'])} + decoder, cache and last-token head "
+                f"{ms(p['prefill_decoder_and_head_s'])} (HF prefill {ms(hf['prefill_s'])}, of it vision tower "
+                f"{ms(hf['vision_s'])}); tailor decode step (batch {ours['batch']}) {ms(p['decode_step_s'])} = decoder "
+                f"{ms(p['decode_step_decoder_s'])} + lm_head {ms(p['decode_step_lm_head_s'])}, greedy choice "
+                f"{1e6 * p['decode_choose_s']:.0f} µs (HF decode step {ms(hf['decode_s'] / (hf['new_tokens'] - 1))})."
+            )
+    print("| model | prompts (B × L) | new tokens | tailor prefill tok/s | HF prefill tok/s | ratio "
+          "| tailor decode tok/s | HF decode tok/s | ratio | tailor peak RSS (MiB) | HF peak RSS (MiB) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n".join(rows))
+    print()
+    print("\n".join(notes))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("inputs")
+    p.add_argument("model")
+    p.add_argument("out")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--image-side", type=int, default=224)
+    p = sub.add_parser("bench")
+    p.add_argument("model")
+    p.add_argument("inputs")
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--compare")
+    p = sub.add_parser("table")
+    p.add_argument("work")
+    p.add_argument("models", nargs="+", help="NAME:LABEL")
+    args = parser.parse_args()
+    {"inputs": make_inputs, "bench": bench, "table": table}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
