@@ -22,8 +22,9 @@ inputs and prints one JSON line:
 - prefill: one forward over the whole prompt batch with a cache and logits at the last position
   only (`logits_to_keep=1`, as generate's own prefill does);
 - generate: `model.generate(**inputs, do_sample=False, max_new_tokens=N)` with the eos ids removed
-  (so every row yields exactly N tokens and tailor can run the same N argmax steps); decode time is
-  generate minus prefill (N - 1 decode steps, the first token comes from the prefill);
+  (so every row yields exactly N tokens and tailor can run the same N argmax steps), end to end;
+- decode: the N - 1 one-token steps alone (the first token comes from the prefill), timed inside
+  generate() by a streamer that records when each chosen token arrives (last minus first);
 - vision: the vision tower alone (`get_image_features`), for the where-the-time-goes notes.
 
 Each timing is the best of REPEATS runs after one warm-up run (medians are reported too; the best
@@ -173,10 +174,32 @@ def bench(args) -> None:
         with torch.no_grad():
             return model(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1].float()
 
+    class Clock:
+        """A generate() streamer that only records when each put() arrives: first the prompt, then
+        every chosen token (the first one right after the prefill)."""
+
+        def __init__(self):
+            self.times = []
+
+        def put(self, value):
+            self.times.append(time.perf_counter())
+
+        def end(self):
+            pass
+
     def generate():
         model.model.rope_deltas = None
         with torch.no_grad():
             return model.generate(**inputs, generation_config=gen_cfg)
+
+    def decode():
+        """(seconds from the first chosen token to the last, sequences) of one generate() call."""
+        model.model.rope_deltas = None
+        clock = Clock()
+        with torch.no_grad():
+            seqs = model.generate(**inputs, generation_config=gen_cfg, streamer=clock)
+        assert len(clock.times) == n + 1, len(clock.times)
+        return clock.times[-1] - clock.times[1], seqs
 
     def vision():
         with torch.no_grad():
@@ -185,9 +208,13 @@ def bench(args) -> None:
     prefill_s, prefill_med, logits = time_it(prefill, args.repeats)
     generate_s, generate_med, sequences = time_it(generate, args.repeats)
     vision_s, _, _ = time_it(vision, args.repeats)
+    decode()  # warm-up
+    decodes = [decode() for _ in range(args.repeats)]
+    decode_s = min(d for d, _ in decodes)
+    decode_med = statistics.median(d for d, _ in decodes)
+    assert all(torch.equal(seqs, sequences) for _, seqs in decodes)
     generated = sequences[:, l:].tolist()
     assert all(len(row) == n for row in generated), [len(r) for r in generated]
-    decode_s = generate_s - prefill_s
     result = {
         "side": "transformers",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
@@ -203,6 +230,7 @@ def bench(args) -> None:
         "generate_s": generate_s,
         "generate_median_s": generate_med,
         "decode_s": decode_s,
+        "decode_median_s": decode_med,
         "vision_s": vision_s,
         "prefill_tok_s": int(inputs["attention_mask"].sum()) / prefill_s,
         "decode_tok_s": b * (n - 1) / decode_s,
@@ -244,8 +272,12 @@ def table(args) -> None:
             f"- {label}: parity: prefill logits max |Δ| {hf['prefill_logits_max_abs_diff']:.1e} "
             f"(max |logit| {hf['prefill_logits_max_abs']:.2f}), greedy ids equal {hf['same_ids']}; "
             f"threads tailor {ours['threads']}, torch {hf['threads']}; best of {ours['repeats']} "
-            f"(medians: tailor prefill {ms(ours['prefill_median_s'])}, generate {ms(ours['generate_median_s'])}; "
-            f"HF prefill {ms(hf['prefill_median_s'])}, generate {ms(hf['generate_median_s'])})."
+            f"(best / median: tailor prefill {ms(ours['prefill_s'])} / {ms(ours['prefill_median_s'])}, "
+            f"decode {ms(ours['decode_s'])} / {ms(ours['decode_median_s'])}, "
+            f"generate {ms(ours['generate_s'])} / {ms(ours['generate_median_s'])}; "
+            f"HF prefill {ms(hf['prefill_s'])} / {ms(hf['prefill_median_s'])}, "
+            f"decode {ms(hf['decode_s'])} / {ms(hf['decode_median_s'])}, "
+            f"generate {ms(hf['generate_s'])} / {ms(hf['generate_median_s'])})."
         )
         if p:
             notes.append(

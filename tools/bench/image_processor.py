@@ -5,8 +5,8 @@ Run through `tools/bench/image_processor.sh`, which builds the Rust side and pas
 
     python tools/bench/image_processor.py <image_processor_bench binary> [--images 200] [--repeats 5]
 
-Writes a set of catalog-sized photo-like PNGs (half 256x376, half 750x1101, width x height) into a
-temporary directory; every contender gets the same decoded pixels (Python opens them with Pillow,
+Writes catalog-sized photo-like PNGs (half 256x376, half 750x1101, width x height) into a
+temporary directory, one folder per size; every contender gets the same decoded pixels (Python opens them with Pillow,
 Rust with tailor-image's PNG decoder, identical for 8-bit RGB PNGs). All three run on one thread
 (torch.set_num_threads(1), OMP/MKL threads 1) with the Qwen2.5-VL-3B config, in batches of 8, as a
 collator would call them. Decoding is not timed. The Rust run also proves bit-identity: its
@@ -65,6 +65,13 @@ def time_python(processor, images, repeats):
     return statistics.median(passes)
 
 
+def run_rust(binary, directory, repeats):
+    out = subprocess.run(
+        [binary, str(directory), str(repeats), str(BATCH)], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(out)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("binary")
@@ -74,33 +81,31 @@ def main():
     torch.set_num_threads(1)
 
     rng = np.random.default_rng(0)
+    per_size = args.images // len(SIZES)
+    results = {}  # (w, h) -> {name: seconds per pass}
+    identical = True
+    pil = Qwen2VLImageProcessorPil(**CONFIG)
+    tv = Qwen2VLImageProcessor(**CONFIG)
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.images):
-            w, h = SIZES[i % len(SIZES)]
-            Image.fromarray(photo(h, w, rng)).save(Path(tmp) / f"{i:04d}.png")
-        paths = sorted(Path(tmp).glob("*.png"))
-        images = []
-        for p in paths:
-            with Image.open(p) as im:
-                im.load()
-                images.append(im.copy())
+        for w, h in SIZES:
+            directory = Path(tmp) / f"{w}x{h}"
+            directory.mkdir()
+            for i in range(per_size):
+                Image.fromarray(photo(h, w, rng)).save(directory / f"{i:04d}.png")
+            images = []
+            for p in sorted(directory.glob("*.png")):
+                with Image.open(p) as im:
+                    im.load()
+                    images.append(im.copy())
+            want = [checksum(pil(images=[im])["pixel_values"]) for im in images]
+            rust = run_rust(args.binary, directory, args.repeats)
+            identical &= [int(c) for c in rust["checksums"]] == want
+            results[(w, h)] = {
+                "rust": rust["median_s"],
+                "pil": time_python(pil, images, args.repeats),
+                "tv": time_python(tv, images, args.repeats),
+            }
 
-        pil = Qwen2VLImageProcessorPil(**CONFIG)
-        tv = Qwen2VLImageProcessor(**CONFIG)
-        want = [checksum(pil(images=[im])["pixel_values"]) for im in images]
-
-        rust = json.loads(subprocess.run(
-            [args.binary, tmp, str(args.repeats), str(BATCH)],
-            check=True, capture_output=True, text=True,
-            env={**os.environ, "RAYON_NUM_THREADS": "1"},
-        ).stdout)
-        identical = [int(c) for c in rust["checksums"]] == want
-
-        t_pil = time_python(pil, images, args.repeats)
-        t_tv = time_python(tv, images, args.repeats)
-        t_rust = rust["median_s"]
-
-    n = len(images)
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -109,23 +114,29 @@ def main():
                 break
     except OSError:
         pass
-    rows = [
-        ("tailor-image (Rust, 1 thread)", t_rust),
-        ("transformers Qwen2VLImageProcessorPil", t_pil),
-        ("transformers Qwen2VLImageProcessor (torchvision, 1 thread)", t_tv),
+    names = [
+        ("rust", "tailor-image (Rust, 1 thread)"),
+        ("pil", "transformers Qwen2VLImageProcessorPil"),
+        ("tv", "transformers Qwen2VLImageProcessor (torchvision, 1 thread)"),
     ]
-    print(f"{n} images ({', '.join(f'{w}x{h}' for w, h in SIZES)}, alternating), batches of {BATCH}, "
-          f"median of {args.repeats} passes")
+    total = {key: sum(r[key] for r in results.values()) for key, _ in names}
+    print(f"{per_size * len(SIZES)} images ({per_size} of each size, width x height), batches of {BATCH}, "
+          f"median of {args.repeats} passes, Qwen2.5-VL-3B config")
     print(f"machine: {cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
           f"transformers {transformers.__version__}, pillow {PIL.__version__}, torch {torch.__version__}, "
           f"numpy {np.__version__}")
-    print(f"pixel_values bit-identical to Qwen2VLImageProcessorPil on all {n} images: "
+    print(f"pixel_values bit-identical to Qwen2VLImageProcessorPil on all {per_size * len(SIZES)} images: "
           f"{'yes' if identical else 'NO'}")
     print()
-    print("| processor | images/s | ms/image | tailor-image speed-up |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, t in rows:
-        print(f"| {name} | {n / t:.1f} | {1000 * t / n:.2f} | {t / t_rust:.1f}x |")
+    print("| processor | images | images/s | ms/image | tailor-image speed-up |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for key, name in names:
+        for (w, h), r in results.items():
+            print(f"| {name} | {w}x{h} | {per_size / r[key]:.1f} | {1000 * r[key] / per_size:.2f} | "
+                  f"{r[key] / r['rust']:.1f}x |")
+        n = per_size * len(SIZES)
+        print(f"| {name} | all | {n / total[key]:.1f} | {1000 * total[key] / n:.2f} | "
+              f"{total[key] / total['rust']:.1f}x |")
     if not identical:
         raise SystemExit("checksums differ: tailor-image is not bit-identical on this set")
 

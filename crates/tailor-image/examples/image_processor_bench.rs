@@ -1,11 +1,11 @@
 //! Throughput of [`ImageProcessor::process_into`] on one thread, for `tools/bench/image_processor.sh`.
 //!
 //! Usage: `image_processor_bench <dir> <repeats> [batch]`. Decodes every `*.png` / `*.jpg` in
-//! `<dir>` (sorted by name; decoding is not timed), then processes the whole set `repeats` times
-//! in batches of `batch` images (default 8), appending to one reused buffer per batch as a
-//! collator would. Prints one JSON object with the best and median pass times and, per image, a
-//! position-weighted checksum of the `pixel_values` bits that the Python side recomputes to check
-//! bit-identity: `sum((bits[i] as u64) * (i % 65521 + 1)) mod 2^64`.
+//! `<dir>` (sorted by name; decoding is not timed), then, after one untimed warm-up pass,
+//! processes the whole set `repeats` times in batches of `batch` images (default 8), appending each
+//! batch to one reused buffer as a collator would. Prints one JSON object with the best and median
+//! pass times and, per image, a position-weighted checksum of the `pixel_values` bits that the
+//! Python side recomputes to check bit-identity: `sum((bits[i] as u64) * (i % 65521 + 1)) mod 2^64`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -40,29 +40,41 @@ fn main() {
         .collect();
 
     let processor = ImageProcessor::new(ProcessorConfig::qwen2_5_vl()).expect("config");
+
+    // Per-image checksums for the bit-identity check, from a separate buffer.
+    let mut single = Vec::new();
+    let checksums: Vec<u64> = images
+        .iter()
+        .map(|image| {
+            single.clear();
+            processor.process_into(image, &mut single).expect("process");
+            checksum(&single)
+        })
+        .collect();
+
+    // One untimed pass warms the caches and the per-thread scratch buffers and grows the batch
+    // buffer to its final size, as it would be after the first batches of a training run.
     let mut buffer = Vec::new();
-
-    // One untimed pass warms the caches and the per-thread scratch buffers, and gives the
-    // per-image checksums.
-    let mut checksums = Vec::with_capacity(images.len());
-    for image in &images {
-        buffer.clear();
-        processor.process_into(image, &mut buffer).expect("process");
-        checksums.push(checksum(&buffer));
-    }
-
-    let mut passes = Vec::with_capacity(repeats);
-    let mut patches = 0usize;
-    for _ in 0..repeats {
-        let start = Instant::now();
-        patches = 0;
+    let pass = |buffer: &mut Vec<f32>| {
+        let mut patches = 0usize;
         for chunk in images.chunks(batch) {
             buffer.clear();
             for image in chunk {
-                patches += processor.process_into(image, &mut buffer).expect("process").patches();
+                patches += processor
+                    .process_into(image, buffer)
+                    .expect("process")
+                    .patches();
             }
-            std::hint::black_box(&buffer);
+            std::hint::black_box(&*buffer);
         }
+        patches
+    };
+    pass(&mut buffer);
+    let mut passes = Vec::with_capacity(repeats);
+    let mut patches = 0;
+    for _ in 0..repeats {
+        let start = Instant::now();
+        patches = pass(&mut buffer);
         passes.push(start.elapsed().as_secs_f64());
     }
     passes.sort_by(f64::total_cmp);

@@ -80,7 +80,10 @@ impl ProcessorConfig {
     /// The published `preprocessor_config.json` of Qwen2.5-VL-3B-Instruct: min_pixels 3136,
     /// max_pixels 12,845,056, patch 14, temporal patch 2, merge 2, CLIP mean/std, bicubic.
     pub fn qwen2_5_vl() -> Self {
-        Self { max_pixels: 12_845_056, ..Self::transformers_defaults() }
+        Self {
+            max_pixels: 12_845_056,
+            ..Self::transformers_defaults()
+        }
     }
 
     /// Parses the text of a `preprocessor_config.json`.
@@ -176,7 +179,10 @@ impl ProcessorConfig {
         let positive = |key: &str, v: u64| {
             if v == 0 {
                 // transformers tests these with `not size.shortest_edge`, so 0 fails there too.
-                Err(ImageError::ConfigValue { key: key.into(), reason: "must be positive".into() })
+                Err(ImageError::ConfigValue {
+                    key: key.into(),
+                    reason: "must be positive".into(),
+                })
             } else {
                 Ok(())
             }
@@ -186,7 +192,11 @@ impl ProcessorConfig {
         positive("patch_size", u64::from(self.patch_size))?;
         positive("temporal_patch_size", u64::from(self.temporal_patch_size))?;
         positive("merge_size", u64::from(self.merge_size))?;
-        if self.patch_size.checked_mul(self.merge_size).is_none_or(|f| f > 1 << 16) {
+        if self
+            .patch_size
+            .checked_mul(self.merge_size)
+            .is_none_or(|f| f > 1 << 16)
+        {
             return Err(ImageError::ConfigValue {
                 key: "patch_size".into(),
                 reason: format!(
@@ -202,7 +212,9 @@ impl ProcessorConfig {
             });
         }
         if self.resample != RESAMPLE_BICUBIC {
-            return Err(ImageError::UnsupportedResample { value: self.resample });
+            return Err(ImageError::UnsupportedResample {
+                value: self.resample,
+            });
         }
         Ok(())
     }
@@ -227,7 +239,9 @@ fn short(value: &Value) -> String {
 /// A non-negative integer; an integral float such as `3136.0` is accepted because Python would
 /// compute the same sizes with it.
 fn get_uint(obj: &Map<String, Value>, key: &str, name: &str) -> Result<Option<u64>> {
-    let Some(v) = present(obj, key) else { return Ok(None) };
+    let Some(v) = present(obj, key) else {
+        return Ok(None);
+    };
     let as_float = || {
         v.as_f64()
             .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 18_446_744_073_709_551_616.0)
@@ -246,15 +260,19 @@ fn get_uint(obj: &Map<String, Value>, key: &str, name: &str) -> Result<Option<u6
 fn get_u32(obj: &Map<String, Value>, key: &str) -> Result<Option<u32>> {
     match get_uint(obj, key, key)? {
         None => Ok(None),
-        Some(n) => u32::try_from(n).map(Some).map_err(|_| ImageError::ConfigValue {
-            key: key.into(),
-            reason: format!("{n} does not fit in 32 bits"),
-        }),
+        Some(n) => u32::try_from(n)
+            .map(Some)
+            .map_err(|_| ImageError::ConfigValue {
+                key: key.into(),
+                reason: format!("{n} does not fit in 32 bits"),
+            }),
     }
 }
 
 fn get_int(obj: &Map<String, Value>, key: &str) -> Result<Option<i64>> {
-    let Some(v) = present(obj, key) else { return Ok(None) };
+    let Some(v) = present(obj, key) else {
+        return Ok(None);
+    };
     v.as_i64().map(Some).ok_or_else(|| ImageError::ConfigType {
         key: key.into(),
         expected: "an integer",
@@ -263,7 +281,9 @@ fn get_int(obj: &Map<String, Value>, key: &str) -> Result<Option<i64>> {
 }
 
 fn get_f64(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>> {
-    let Some(v) = present(obj, key) else { return Ok(None) };
+    let Some(v) = present(obj, key) else {
+        return Ok(None);
+    };
     v.as_f64().map(Some).ok_or_else(|| ImageError::ConfigType {
         key: key.into(),
         expected: "a number",
@@ -272,7 +292,9 @@ fn get_f64(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>> {
 }
 
 fn get_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>> {
-    let Some(v) = present(obj, key) else { return Ok(None) };
+    let Some(v) = present(obj, key) else {
+        return Ok(None);
+    };
     v.as_bool().map(Some).ok_or_else(|| ImageError::ConfigType {
         key: key.into(),
         expected: "true or false",
@@ -282,7 +304,9 @@ fn get_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>> {
 
 /// A per-channel value: three numbers, or one number that transformers repeats per channel.
 fn get_triple(obj: &Map<String, Value>, key: &str) -> Result<Option<[f64; 3]>> {
-    let Some(v) = present(obj, key) else { return Ok(None) };
+    let Some(v) = present(obj, key) else {
+        return Ok(None);
+    };
     let type_error = || ImageError::ConfigType {
         key: key.into(),
         expected: "a number or a list of 3 numbers",
@@ -350,14 +374,23 @@ mod tests {
 
     #[test]
     fn missing_keys_take_class_defaults() {
-        assert_eq!(parse("{}").unwrap(), ProcessorConfig::transformers_defaults());
-        assert_eq!(parse(r#"{"size": null}"#).unwrap(), ProcessorConfig::transformers_defaults());
+        assert_eq!(
+            parse("{}").unwrap(),
+            ProcessorConfig::transformers_defaults()
+        );
+        assert_eq!(
+            parse(r#"{"size": null}"#).unwrap(),
+            ProcessorConfig::transformers_defaults()
+        );
     }
 
     #[test]
     fn wrong_types_name_the_key() {
         let err = parse(r#"{"patch_size": "14"}"#).unwrap_err();
-        assert_eq!(err.to_string(), r#"config key `patch_size` must be a non-negative integer, got "14""#);
+        assert_eq!(
+            err.to_string(),
+            r#"config key `patch_size` must be a non-negative integer, got "14""#
+        );
         let err = parse(r#"{"size": {"shortest_edge": -1, "longest_edge": 5}}"#).unwrap_err();
         assert!(err.to_string().contains("`size.shortest_edge`"), "{err}");
         let err = parse(r#"{"do_resize": 1}"#).unwrap_err();
@@ -371,7 +404,10 @@ mod tests {
     #[test]
     fn resample_other_than_bicubic_is_rejected() {
         let err = parse(r#"{"resample": 2}"#).unwrap_err();
-        assert!(matches!(err, ImageError::UnsupportedResample { value: 2 }), "{err}");
+        assert!(
+            matches!(err, ImageError::UnsupportedResample { value: 2 }),
+            "{err}"
+        );
         assert!(!err.to_string().ends_with('.'));
     }
 

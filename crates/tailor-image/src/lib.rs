@@ -51,6 +51,7 @@ mod decode;
 mod error;
 mod processor;
 mod resize;
+mod stream;
 
 pub use config::{ProcessorConfig, RESAMPLE_BICUBIC};
 pub use decode::{MAX_IMAGE_PIXELS, RgbImage, decode, dimensions};

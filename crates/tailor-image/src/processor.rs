@@ -20,7 +20,8 @@ use tailor_core::ImageGrid;
 use crate::config::ProcessorConfig;
 use crate::decode::RgbImage;
 use crate::error::{ImageError, Result};
-use crate::resize::{Resampler, smart_resize};
+use crate::resize::{Resampler, check_target, smart_resize};
+use crate::stream;
 
 /// `pixel_values` and grid of one image.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +35,7 @@ pub struct ProcessedImage {
 
 /// The Qwen2-VL image processor (PIL path), configured once and shared freely: it is `Sync`,
 /// and its scratch buffers live per thread.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ImageProcessor {
     config: ProcessorConfig,
     /// `table[c][v]`: the normalised value of byte `v` in channel `c`.
@@ -42,9 +43,18 @@ pub struct ImageProcessor {
 }
 
 thread_local! {
-    /// Resize scratch (intermediate pass, accumulators) and the resized image, reused by every
+    /// Resize scratch (intermediate rows, transposed strips) and the resized image, reused by every
     /// image this thread processes, so steady-state processing allocates only the output.
     static SCRATCH: RefCell<(Resampler, Vec<u8>)> = RefCell::new((Resampler::default(), Vec::new()));
+}
+
+impl std::fmt::Debug for ImageProcessor {
+    // The 768-entry table is derived from the config; printing the config says it all.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageProcessor")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ImageProcessor {
@@ -83,26 +93,41 @@ impl ImageProcessor {
         3 * self.config.temporal_patch_size as usize * p * p
     }
 
-    /// The (height, width) an image of this size is resized to.
+    /// The (height, width) an image of this size is resized to. Sizes over
+    /// [`MAX_IMAGE_PIXELS`](crate::MAX_IMAGE_PIXELS), reachable only with absurd configs, are
+    /// refused.
     pub fn target_size(&self, height: u32, width: u32) -> Result<(u32, u32)> {
         let cfg = &self.config;
         if height == 0 || width == 0 {
-            return Err(ImageError::ZeroSize { width: width.into(), height: height.into() });
+            return Err(ImageError::ZeroSize {
+                width: width.into(),
+                height: height.into(),
+            });
         }
-        if cfg.do_resize {
-            smart_resize(height, width, cfg.factor(), cfg.min_pixels, cfg.max_pixels)
-        } else if height % cfg.factor() != 0 || width % cfg.factor() != 0 {
-            Err(ImageError::NotDivisible { height, width, factor: cfg.factor() })
+        let (h, w) = if cfg.do_resize {
+            smart_resize(height, width, cfg.factor(), cfg.min_pixels, cfg.max_pixels)?
+        } else if !height.is_multiple_of(cfg.factor()) || !width.is_multiple_of(cfg.factor()) {
+            return Err(ImageError::NotDivisible {
+                height,
+                width,
+                factor: cfg.factor(),
+            });
         } else {
-            Ok((height, width))
-        }
+            (height, width)
+        };
+        check_target(w, h)?;
+        Ok((h, w))
     }
 
     /// The `image_grid_thw` of an image of this size, without touching pixels.
     pub fn grid_for(&self, height: u32, width: u32) -> Result<ImageGrid> {
         let (h, w) = self.target_size(height, width)?;
         let p = self.config.patch_size;
-        Ok(ImageGrid { t: 1, h: h / p, w: w / p })
+        Ok(ImageGrid {
+            t: 1,
+            h: h / p,
+            w: w / p,
+        })
     }
 
     /// Processes one image into a new buffer.
@@ -118,7 +143,11 @@ impl ImageProcessor {
         image.check()?;
         let (h, w) = self.target_size(image.height, image.width)?;
         let p = self.config.patch_size;
-        let grid = ImageGrid { t: 1, h: h / p, w: w / p };
+        let grid = ImageGrid {
+            t: 1,
+            h: h / p,
+            w: w / p,
+        };
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let (resampler, resized) = &mut *scratch;
@@ -140,39 +169,162 @@ impl ImageProcessor {
         let m = self.config.merge_size as usize;
         let frames = self.config.temporal_patch_size as usize;
         let (gh, gw) = (h / p, w / p);
+        let units_per_row = gw / m;
         let block = p * p;
-        out.reserve(gh * gw * self.row_len());
-        // One patch is looked up into three channel blocks in a single sweep over its pixels,
-        // then each block is appended `frames` times with a plain copy.
-        let mut blocks = vec![0f32; 3 * block];
         let [t_r, t_g, t_b] = &*self.table;
-        for bh in 0..gh / m {
-            for bw in 0..gw / m {
-                for mh in 0..m {
-                    for mw in 0..m {
-                        let (pr, pc) = (bh * m + mh, bw * m + mw);
-                        let (r, rest) = blocks.split_at_mut(block);
-                        let (g, b) = rest.split_at_mut(block);
-                        for i in 0..p {
-                            let row = &pixels[((pr * p + i) * w + pc * p) * 3..][..p * 3];
-                            let (pixels_i, _) = row.as_chunks::<3>();
-                            let span = i * p..(i + 1) * p;
-                            let dst = r[span.clone()].iter_mut().zip(&mut g[span.clone()]).zip(&mut b[span]);
-                            for (((dr, dg), db), px) in dst.zip(pixels_i) {
-                                *dr = t_r[usize::from(px[0])];
-                                *dg = t_g[usize::from(px[1])];
-                                *db = t_b[usize::from(px[2])];
-                            }
-                        }
-                        for channel in blocks.chunks_exact(block) {
-                            // A still image's frames are copies of the one frame.
-                            for _ in 0..frames {
-                                out.extend_from_slice(channel);
+        stream::append_rows(out, gh * gw, self.row_len(), |k, row| {
+            // Row k is patch (mh, mw) of merge unit (bh, bw), units in row-major order.
+            let (mw, mh, unit) = (k % m, k / m % m, k / (m * m));
+            let (pr, pc) = (
+                (unit / units_per_row) * m + mh,
+                (unit % units_per_row) * m + mw,
+            );
+            let (r, rest) = row.split_at_mut(frames * block);
+            let (g, b) = rest.split_at_mut(frames * block);
+            // One sweep over the patch's pixels fills frame 0 of the three channel blocks.
+            let origin = (pr * p * w + pc * p) * 3;
+            let tables = [t_r, t_g, t_b];
+            if p == 14 {
+                // Qwen2-VL's patch size, with the loop bounds known to the compiler.
+                lookup_patch::<14>(&pixels[origin..], w * 3, tables, [r, g, b]);
+            } else {
+                lookup_patch_any(&pixels[origin..], w * 3, p, tables, [r, g, b]);
+            }
+            // A still image's other frames are copies of the one frame.
+            let (r, rest) = row.split_at_mut(frames * block);
+            let (g, b) = rest.split_at_mut(frames * block);
+            for channel in [r, g, b] {
+                for t in 1..frames {
+                    channel.copy_within(0..block, t * block);
+                }
+            }
+        });
+    }
+}
+
+/// Table lookups of one `P × P` patch whose top-left pixel starts `pixels`, rows `stride` bytes
+/// apart, into frame 0 of the three channel blocks.
+#[inline(always)]
+fn lookup_patch<const P: usize>(
+    pixels: &[u8],
+    stride: usize,
+    tables: [&[f32; 256]; 3],
+    blocks: [&mut [f32]; 3],
+) {
+    let [t_r, t_g, t_b] = tables;
+    let [r, g, b] = blocks;
+    let (r, g, b) = (&mut r[..P * P], &mut g[..P * P], &mut b[..P * P]);
+    for i in 0..P {
+        let row: &[[u8; 3]; P] = pixels[i * stride..][..P * 3]
+            .as_chunks::<3>()
+            .0
+            .try_into()
+            .unwrap();
+        for (j, px) in row.iter().enumerate() {
+            r[i * P + j] = t_r[usize::from(px[0])];
+            g[i * P + j] = t_g[usize::from(px[1])];
+            b[i * P + j] = t_b[usize::from(px[2])];
+        }
+    }
+}
+
+/// [`lookup_patch`] for a patch size known only at run time.
+fn lookup_patch_any(
+    pixels: &[u8],
+    stride: usize,
+    p: usize,
+    tables: [&[f32; 256]; 3],
+    blocks: [&mut [f32]; 3],
+) {
+    let [t_r, t_g, t_b] = tables;
+    let [r, g, b] = blocks;
+    for i in 0..p {
+        let (row, _) = pixels[i * stride..][..p * 3].as_chunks::<3>();
+        for (j, px) in row.iter().enumerate() {
+            r[i * p + j] = t_r[usize::from(px[0])];
+            g[i * p + j] = t_g[usize::from(px[1])];
+            b[i * p + j] = t_b[usize::from(px[2])];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout of docs/qwen2_5_vl_reference.md §2.5, written as index arithmetic, against the
+    /// production path on an image whose output (6 MB) is large enough to be streamed.
+    #[test]
+    fn patch_layout_matches_the_reference_formula() {
+        let (h, w) = (448usize, 560usize);
+        let data: Vec<u8> = (0..h * w * 3)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        let image = RgbImage::new(w as u32, h as u32, data).unwrap();
+        let config = ProcessorConfig::qwen2_5_vl()
+            .with_min_pixels(1)
+            .with_max_pixels(1 << 30);
+        let processor = ImageProcessor::new(config).unwrap();
+        let out = processor.process(&image).unwrap();
+        let (gh, gw) = (h / 14, w / 14);
+        assert_eq!(
+            out.grid,
+            ImageGrid {
+                t: 1,
+                h: gh as u32,
+                w: gw as u32
+            }
+        );
+        assert!(
+            out.pixel_values.len() * 4 >= 1 << 20,
+            "must exercise the streaming path"
+        );
+        for bh in 0..gh / 2 {
+            for bw in 0..gw / 2 {
+                for mh in 0..2 {
+                    for mw in 0..2 {
+                        let row = ((bh * (gw / 2) + bw) * 2 + mh) * 2 + mw;
+                        let (pr, pc) = (2 * bh + mh, 2 * bw + mw);
+                        for c in 0..3 {
+                            for t in 0..2 {
+                                for i in 0..14 {
+                                    for j in 0..14 {
+                                        let v = image
+                                            .pixel((pc * 14 + j) as u32, (pr * 14 + i) as u32)[c];
+                                        let got = out.pixel_values
+                                            [row * 1176 + ((c * 2 + t) * 14 + i) * 14 + j];
+                                        assert_eq!(
+                                            got.to_bits(),
+                                            processor.table[c][usize::from(v)].to_bits()
+                                        );
+                                    }
+                                }
                             }
                         }
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn other_patch_sizes_use_the_general_path() {
+        let config = ProcessorConfig {
+            patch_size: 8,
+            merge_size: 3,
+            temporal_patch_size: 3,
+            ..ProcessorConfig::qwen2_5_vl().with_min_pixels(1)
+        };
+        let processor = ImageProcessor::new(config).unwrap();
+        let image =
+            RgbImage::new(48, 24, (0..48 * 24 * 3).map(|i| (i % 256) as u8).collect()).unwrap();
+        let out = processor.process(&image).unwrap();
+        assert_eq!(out.grid, ImageGrid { t: 1, h: 3, w: 6 });
+        assert_eq!(processor.row_len(), 3 * 3 * 64);
+        // Row 1 is patch (0, 1); its channel-1 block, frame 2, pixel (2, 5) is image pixel
+        // (x 13, y 2).
+        let v = image.pixel(13, 2)[1];
+        let got = out.pixel_values[576 + (3 + 2) * 64 + 2 * 8 + 5];
+        assert_eq!(got, processor.table[1][usize::from(v)]);
     }
 }

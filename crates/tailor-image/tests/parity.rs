@@ -80,7 +80,13 @@ fn check(case: &Value) {
     }
 
     let resized = resize_bicubic(&image, rw, rh).unwrap();
-    assert_same_bytes(name, "resized", &resized.data, &read(&format!("{name}.resized.bin")), rw);
+    assert_same_bytes(
+        name,
+        "resized",
+        &resized.data,
+        &read(&format!("{name}.resized.bin")),
+        rw,
+    );
 
     let config = ProcessorConfig::from_value(&case["config"]).unwrap();
     let processor = ImageProcessor::new(config).unwrap();
@@ -107,13 +113,21 @@ fn check(case: &Value) {
     }
     let sum: f64 = out.pixel_values.iter().map(|&v| f64::from(v)).sum();
     let want_sum = case["pixel_values_sum"].as_f64().unwrap();
-    assert!((sum - want_sum).abs() <= 1e-9 * want_sum.abs().max(1.0), "{name}: sum {sum} want {want_sum}");
+    assert!(
+        (sum - want_sum).abs() <= 1e-9 * want_sum.abs().max(1.0),
+        "{name}: sum {sum} want {want_sum}"
+    );
 }
 
+// Expected values: tools/reference/image_fixtures.py (transformers 5.24.0, Pillow 13.0.0).
 #[test]
 fn fixtures_are_bit_identical() {
     let cases = manifest();
-    assert!(cases.len() >= 30, "expected the full fixture set, found {}", cases.len());
+    assert!(
+        cases.len() >= 30,
+        "expected the full fixture set, found {}",
+        cases.len()
+    );
     for case in &cases {
         check(case);
     }
@@ -127,7 +141,11 @@ fn reference_doc_test_vector() {
     let mut data = Vec::new();
     for y in 0..h {
         for x in 0..w {
-            for v in [(7 * x + 13 * y) % 256, (3 * x + 5 * y + 50) % 256, (11 * x + 2 * y + 100) % 256] {
+            for v in [
+                (7 * x + 13 * y) % 256,
+                (3 * x + 5 * y + 50) % 256,
+                (11 * x + 2 * y + 100) % 256,
+            ] {
                 data.push(v as u8);
             }
         }
@@ -135,7 +153,10 @@ fn reference_doc_test_vector() {
     let image = RgbImage::new(w, h, data).unwrap();
     let resized = resize_bicubic(&image, 84, 56).unwrap();
     let row0: Vec<[u8; 3]> = (0..4).map(|x| resized.pixel(x, 0)).collect();
-    assert_eq!(row0, [[0, 50, 100], [6, 53, 110], [13, 56, 121], [20, 58, 131]]);
+    assert_eq!(
+        row0,
+        [[0, 50, 100], [6, 53, 110], [13, 56, 121], [20, 58, 131]]
+    );
     assert_eq!(resized.pixel(83, 55), [166, 20, 43]);
 
     let processor = ImageProcessor::new(ProcessorConfig::qwen2_5_vl()).unwrap();
@@ -150,13 +171,21 @@ fn reference_doc_test_vector() {
     let sum: f64 = pv.iter().map(|&v| f64::from(v)).sum();
     assert_eq!(sum, 5964.224872736493);
     // The doc's second example: 1000x3000 with max_pixels 200000.
-    let small = ImageProcessor::new(ProcessorConfig::qwen2_5_vl().with_max_pixels(200_000)).unwrap();
+    let small =
+        ImageProcessor::new(ProcessorConfig::qwen2_5_vl().with_max_pixels(200_000)).unwrap();
     let grid = small.grid_for(1000, 3000).unwrap();
-    assert_eq!((grid, grid.patches()), (ImageGrid { t: 1, h: 18, w: 54 }, 972));
+    assert_eq!(
+        (grid, grid.patches()),
+        (ImageGrid { t: 1, h: 18, w: 54 }, 972)
+    );
 }
 
 // The reference doc's normalisation values (§2.3): v = 0, 128, 255 per channel.
 #[test]
+#[allow(
+    clippy::excessive_precision,
+    reason = "the digits as the reference doc prints them"
+)]
 fn reference_doc_normalisation_values() {
     let processor = ImageProcessor::new(ProcessorConfig::qwen2_5_vl()).unwrap();
     let want = [
@@ -181,7 +210,10 @@ fn process_into_appends() {
     let mut batch = Vec::new();
     let ga = processor.process_into(&a, &mut batch).unwrap();
     let gb = processor.process_into(&b, &mut batch).unwrap();
-    let (pa, pb) = (processor.process(&a).unwrap(), processor.process(&b).unwrap());
+    let (pa, pb) = (
+        processor.process(&a).unwrap(),
+        processor.process(&b).unwrap(),
+    );
     assert_eq!((ga, gb), (pa.grid, pb.grid));
     assert_eq!(batch.len(), (ga.patches() + gb.patches()) * 1176);
     assert_eq!(batch[..pa.pixel_values.len()], pa.pixel_values[..]);
@@ -192,38 +224,72 @@ fn process_into_appends() {
 fn errors_leave_the_batch_untouched() {
     let processor = ImageProcessor::new(ProcessorConfig::qwen2_5_vl()).unwrap();
     let mut batch = vec![1.0f32; 3];
-    let bad = RgbImage { width: 10, height: 10, data: vec![0; 5] };
+    let bad = RgbImage {
+        width: 10,
+        height: 10,
+        data: vec![0; 5],
+    };
     assert!(processor.process_into(&bad, &mut batch).is_err());
     let extreme = RgbImage::new(1, 201, vec![0; 603]).unwrap();
     let err = processor.process_into(&extreme, &mut batch).unwrap_err();
-    assert_eq!(err.to_string(), "aspect ratio 201 of a 1x201 image is over the limit of 200");
+    assert_eq!(
+        err.to_string(),
+        "aspect ratio 201 of a 1x201 image is over the limit of 200"
+    );
     assert_eq!(batch, [1.0; 3]);
 }
 
 #[test]
 fn do_resize_off_needs_multiples_of_the_factor() {
-    let config = ProcessorConfig { do_resize: false, ..ProcessorConfig::qwen2_5_vl() };
+    let config = ProcessorConfig {
+        do_resize: false,
+        ..ProcessorConfig::qwen2_5_vl()
+    };
     let processor = ImageProcessor::new(config).unwrap();
     let ok = RgbImage::new(56, 28, vec![7; 56 * 28 * 3]).unwrap();
-    assert_eq!(processor.process(&ok).unwrap().grid, ImageGrid { t: 1, h: 2, w: 4 });
+    assert_eq!(
+        processor.process(&ok).unwrap().grid,
+        ImageGrid { t: 1, h: 2, w: 4 }
+    );
     let err = processor.grid_for(30, 56).unwrap_err();
-    assert_eq!(err.to_string(), "image of 56x30 is not a multiple of 28 and do_resize is off");
+    assert_eq!(
+        err.to_string(),
+        "image of 56x30 is not a multiple of 28 and do_resize is off"
+    );
 }
 
 #[test]
 fn truncated_files_are_errors() {
-    for name in ["jpeg_420.jpg", "jpeg_420_progressive.jpg", "palette_trns.png", "no_resize.png"] {
+    for name in [
+        "jpeg_420.jpg",
+        "jpeg_420_progressive.jpg",
+        "palette_trns.png",
+        "no_resize.png",
+    ] {
         let bytes = read(name);
         assert!(decode(&bytes).is_ok(), "{name}");
         // Pillow raises "image file is truncated" for a JPEG even when only the final marker is
         // missing; a PNG cut inside IEND still opens in Pillow (and here), so PNGs are cut in
         // their image data.
-        let cuts: &[usize] = if name.ends_with(".jpg") { &[2, 10, 200] } else { &[bytes.len() / 2] };
+        let cuts: &[usize] = if name.ends_with(".jpg") {
+            &[2, 10, 200]
+        } else {
+            &[bytes.len() / 2]
+        };
         for &cut in cuts {
             let err = decode(&bytes[..bytes.len() - cut]).unwrap_err();
-            assert!(matches!(err, ImageError::Truncated { .. } | ImageError::Corrupt { .. }), "{name} -{cut}: {err}");
+            assert!(
+                matches!(
+                    err,
+                    ImageError::Truncated { .. } | ImageError::Corrupt { .. }
+                ),
+                "{name} -{cut}: {err}"
+            );
         }
     }
     let err = decode(&read("jpeg_420.jpg")[..300]).unwrap_err();
-    assert_eq!(err.to_string(), "truncated JPEG image: the data ends before the image does");
+    assert_eq!(
+        err.to_string(),
+        "truncated JPEG image: the data ends before the image does"
+    );
 }

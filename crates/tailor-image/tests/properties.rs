@@ -8,7 +8,11 @@ use tailor_image::{ImageError, ImageProcessor, ProcessorConfig, RgbImage, decode
 
 fn image(width: u32, height: u32, seed: u8) -> RgbImage {
     let data = (0..width as usize * height as usize * 3)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(u32::from(seed % 31)) as u8)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .rotate_left(u32::from(seed % 31)) as u8
+        })
         .collect();
     RgbImage::new(width, height, data).unwrap()
 }

@@ -17,12 +17,15 @@
 //! are reported too; the best run is the least disturbed by other processes on a shared machine):
 //! - `prefill_s`: [`Qwen25Vl::prefill`] (vision tower, decoder over the whole batch filling the
 //!   KV cache, logits at each row's last token);
-//! - `generate_s`: [`Qwen25Vl::generate`] with greedy decoding and no end-of-sequence id, so each
-//!   row yields exactly `--new-tokens` tokens; `decode_s = generate_s − prefill_s` covers the
-//!   `new_tokens − 1` one-token steps (the first token comes from the prefill);
-//! - `profile` (unless `--no-profile`): the vision tower alone, the decoder part of the prefill,
-//!   and per decoding step the whole `decode_step`, the output projection alone and the greedy
-//!   choice (logits to host + argmax); the per-step numbers are medians over one greedy run.
+//! - `generate_s`: [`Qwen25Vl::generate`] end to end, greedy with no end-of-sequence id, so each
+//!   row yields exactly `--new-tokens` tokens;
+//! - `decode_s`: the `new_tokens − 1` one-token steps alone (the first token comes from the
+//!   prefill), timed directly in the loop `generate` runs ([`Qwen25Vl::decode_step`] + argmax),
+//!   from the first chosen token to the last; its ids must equal `generate`'s;
+//! - `profile` (unless `--no-profile`): the prefill, the vision tower alone and the decoder input
+//!   (embedding + vision tower + merge), best of `--repeats`; per decoding step the whole
+//!   `decode_step`, the output projection alone (on a `[batch, 1, hidden]` probe) and the greedy
+//!   choice (logits to host + argmax), medians over one greedy run.
 //!
 //! Threads: candle's CPU kernels use `RAYON_NUM_THREADS` (default: all cores); the JSON reports
 //! the count in use.
@@ -84,13 +87,22 @@ struct Timed<T> {
 }
 
 fn time_it<T>(repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<Timed<T>> {
+    time_inner(repeats, || {
+        let start = Instant::now();
+        let value = f()?;
+        Ok((start.elapsed().as_secs_f64(), value))
+    })
+}
+
+/// As [`time_it`] for a closure that times its own measured part and returns `(seconds, value)`.
+fn time_inner<T>(repeats: usize, mut f: impl FnMut() -> Result<(f64, T)>) -> Result<Timed<T>> {
     f()?;
     let mut times = Vec::with_capacity(repeats);
     let mut last = None;
     for _ in 0..repeats {
-        let start = Instant::now();
-        last = Some(f()?);
-        times.push(start.elapsed().as_secs_f64());
+        let (secs, value) = f()?;
+        times.push(secs);
+        last = Some(value);
     }
     Ok(Timed {
         best: times.iter().copied().fold(f64::INFINITY, f64::min),
@@ -206,7 +218,29 @@ fn main() -> Result<()> {
     if generated.iter().any(|g| g.len() != n) {
         return Err("a row produced fewer tokens than asked".into());
     }
-    let decode_s = generate.best - prefill.best;
+    // Decoding timed directly: the greedy loop that `generate` runs after its prefill (logits to
+    // the host, argmax per row, one `decode_step` per new token), from the first token to the
+    // last; it must reproduce `generate`'s ids.
+    let decode = time_inner(args.repeats, || {
+        let (mut logits, mut cache) = model.prefill(&inputs, &deltas, l + n)?;
+        let start = Instant::now();
+        let mut ids = vec![Vec::with_capacity(n); b];
+        for step in 0..n {
+            let next: Vec<u32> = logits.to_vec2::<f32>()?.iter().map(|r| argmax(r)).collect();
+            for (row, &t) in ids.iter_mut().zip(&next) {
+                row.push(t);
+            }
+            if step + 1 == n {
+                break;
+            }
+            logits = model.decode_step(&next, &mut cache)?;
+        }
+        Ok((start.elapsed().as_secs_f64(), ids))
+    })?;
+    if decode.value != generated {
+        return Err("the timed decoding loop and generate() chose different ids".into());
+    }
+    let decode_s = decode.best;
 
     let mut out = serde_json::json!({
         "side": "tailor",
@@ -222,6 +256,7 @@ fn main() -> Result<()> {
         "generate_s": generate.best,
         "generate_median_s": generate.median,
         "decode_s": decode_s,
+        "decode_median_s": decode.median,
         "prefill_tok_s": prompt_tokens as f64 / prefill.best,
         "decode_tok_s": (b * (n - 1)) as f64 / decode_s,
         "generated": generated,
@@ -268,16 +303,12 @@ fn profile(
         head.to_vec2::<f32>()?;
         head_s.push(start.elapsed().as_secs_f64());
     }
-    let step = median(&mut step_s);
-    let head = median(&mut head_s);
     Ok(serde_json::json!({
         "prefill_s": prefill.best,
-        "prefill_vision_tower_s": vision.best,
-        "prefill_embed_and_merge_s": embeds.best - vision.best,
-        "prefill_decoder_and_head_s": prefill.best - embeds.best,
-        "decode_step_s": step,
-        "decode_step_lm_head_s": head,
-        "decode_step_decoder_s": step - head,
-        "decode_choose_s": median(&mut choose_s),
+        "vision_tower_s": vision.best,
+        "input_embeds_s": embeds.best,
+        "decode_step_s": median(&mut step_s),
+        "lm_head_step_s": median(&mut head_s),
+        "choose_step_s": median(&mut choose_s),
     }))
 }

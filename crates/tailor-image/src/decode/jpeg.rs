@@ -11,10 +11,12 @@
 //!   values (up to 9 levels on 4:2:0, 1 level on greyscale): its IDCT and upsampling are not
 //!   libjpeg's;
 //! - mozjpeg 4 (crate `mozjpeg` 0.10 over `mozjpeg-sys` 2.2, built from C with `cc`, SIMD off so
-//!   no nasm is needed) gives identical bytes on every case. libjpeg-turbo's SIMD kernels are
-//!   exact replicas of its C ones, so Pillow's SIMD build and this C build agree.
+//!   no nasm is needed) gives identical bytes on every case: libjpeg-turbo's SIMD IDCT,
+//!   upsampling and colour conversion (in Pillow's wheel) are written to match its C code (built
+//!   here), and did on every case tried.
 //!
-//! The fixtures in `tests/fixtures/image/` (4:2:0, progressive, greyscale, CMYK) keep checking it.
+//! The fixtures in `tests/fixtures/image/` (4:2:0, 4:2:2, progressive 4:4:4 and 4:2:0, greyscale,
+//! CMYK) keep checking it, on the decoded RGB bytes themselves.
 //!
 //! # Errors and unwinding
 //!
@@ -25,7 +27,7 @@
 //! in libjpeg (it fakes an EOI and fills the rest grey), but Pillow raises "image file is
 //! truncated" there, even when only the final EOI marker is missing; so that warning is turned
 //! into [`ImageError::Truncated`]. Other warnings (extraneous bytes, ...) are ignored, as Pillow
-//! ignores them.
+//! ignores them. Unwinding needs `panic = "unwind"`, Rust's default, which the workspace keeps.
 
 use std::ffi::CStr;
 use std::os::raw::c_int;
@@ -52,17 +54,25 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RgbImage> {
         Err(payload) => Err(match payload.downcast::<Failure>() {
             Ok(failure) => match *failure {
                 Failure::Truncated => ImageError::Truncated { format: FORMAT },
-                Failure::Corrupt(detail) => ImageError::Corrupt { format: FORMAT, detail },
+                Failure::Corrupt(detail) => ImageError::Corrupt {
+                    format: FORMAT,
+                    detail,
+                },
             },
             // A panic from the wrapper crate itself (it asserts on a few states): still bad
             // input from our point of view, never a crash.
-            Err(other) => ImageError::Corrupt { format: FORMAT, detail: panic_text(&other) },
+            Err(other) => ImageError::Corrupt {
+                format: FORMAT,
+                detail: panic_text(&other),
+            },
         }),
     }
 }
 
 fn decode_inner(bytes: &[u8]) -> Result<RgbImage> {
-    let decompress = Decompress::with_err(error_manager()).from_mem(bytes).map_err(io_error)?;
+    let decompress = Decompress::with_err(error_manager())
+        .from_mem(bytes)
+        .map_err(io_error)?;
     let (width, height) = (decompress.width(), decompress.height());
     let (w, h) = (
         u32::try_from(width).map_err(|_| corrupt("width out of range"))?,
@@ -87,7 +97,9 @@ fn decode_inner(bytes: &[u8]) -> Result<RgbImage> {
             rgb
         }
         4 => {
-            let mut started = decompress.to_colorspace(ColorSpace::JCS_CMYK).map_err(io_error)?;
+            let mut started = decompress
+                .to_colorspace(ColorSpace::JCS_CMYK)
+                .map_err(io_error)?;
             let cmyk: Vec<u8> = started.read_scanlines().map_err(io_error)?;
             started.finish().map_err(io_error)?;
             check_len(cmyk.len(), pixels * 4)?;
@@ -115,13 +127,19 @@ fn check_len(got: usize, want: usize) -> Result<()> {
 }
 
 fn corrupt(detail: &str) -> ImageError {
-    ImageError::Corrupt { format: FORMAT, detail: detail.into() }
+    ImageError::Corrupt {
+        format: FORMAT,
+        detail: detail.into(),
+    }
 }
 
 fn io_error(e: std::io::Error) -> ImageError {
     match e.kind() {
         std::io::ErrorKind::UnexpectedEof => ImageError::Truncated { format: FORMAT },
-        _ => ImageError::Corrupt { format: FORMAT, detail: e.to_string() },
+        _ => ImageError::Corrupt {
+            format: FORMAT,
+            detail: e.to_string(),
+        },
     }
 }
 
@@ -152,7 +170,9 @@ fn message_template(cinfo: &jpeg_common_struct) -> String {
     // whole decompression; the message table is libjpeg's static array of C strings, indexed
     // within `0..=last_jpeg_message`.
     unsafe {
-        let Some(err) = cinfo.err.as_ref() else { return "libjpeg error".into() };
+        let Some(err) = cinfo.err.as_ref() else {
+            return "libjpeg error".into();
+        };
         let code = err.msg_code;
         if code > 0 && code <= err.last_jpeg_message && !err.jpeg_message_table.is_null() {
             let text = *err.jpeg_message_table.offset(code as isize);

@@ -36,7 +36,11 @@ pub(crate) fn over_white(src: u8, src_alpha: u8) -> u8 {
 #[inline(always)]
 pub(crate) fn rgba_over_white(rgba: [u8; 4]) -> [u8; 3] {
     let a = rgba[3];
-    [over_white(rgba[0], a), over_white(rgba[1], a), over_white(rgba[2], a)]
+    [
+        over_white(rgba[0], a),
+        over_white(rgba[1], a),
+        over_white(rgba[2], a),
+    ]
 }
 
 /// `cmyk2rgb` from Convert.c, applied to the *stored* CMYK values.

@@ -40,11 +40,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RgbImage> {
     let palette = info.palette.as_deref().map(<[u8]>::to_vec);
     let trns = info.trns.as_deref().map(<[u8]>::to_vec);
 
-    let size = reader.output_buffer_size().ok_or_else(|| ImageError::TooLarge {
-        width: width.into(),
-        height: height.into(),
-        limit: super::MAX_IMAGE_PIXELS,
-    })?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| ImageError::TooLarge {
+            width: width.into(),
+            height: height.into(),
+            limit: super::MAX_IMAGE_PIXELS,
+        })?;
     let mut raw = vec![0u8; size];
     let frame = reader.next_frame(&mut raw).map_err(map_error)?;
     let line = frame.line_size;
@@ -176,7 +178,10 @@ fn packed(row: &[u8], x: usize, bits: usize) -> u8 {
 }
 
 fn corrupt(detail: String) -> ImageError {
-    ImageError::Corrupt { format: FORMAT, detail }
+    ImageError::Corrupt {
+        format: FORMAT,
+        detail,
+    }
 }
 
 fn map_error(e: DecodingError) -> ImageError {
