@@ -8,14 +8,18 @@
 # VENV is a Python venv with the pinned reference stack (torch 2.15.0, transformers 5.24.0,
 # torchvision, pillow; tools/reference/README.md), default /work/venv. Environment knobs:
 # THREADS (2; RAYON_NUM_THREADS for candle, torch.set_num_threads for torch), NEW_TOKENS (32),
-# REPEATS (5; best run reported), BATCH (4), IMAGE_SIDE (224 px -> 64 image tokens per prompt).
+# REPEATS (5 timed runs per process after a warm-up), ROUNDS (2: tailor, HF, tailor, HF, ...; each
+# phase reports its best time over all runs, the least disturbed by other work on the machine),
+# BATCH (4), IMAGE_SIDE (224 px -> 64 image tokens per prompt), MAX_WAIT (300: before each timed
+# process, wait up to this many seconds for the machine to be idle, i.e. under 25 % busy over 3 s;
+# the busy figures seen are printed with the results).
 #
 # For the tiny fixture model (tests/fixtures/model/tied) and a random mid-size model written to a
 # temporary folder by make_bench_model.py: build the prompt batch with transformers' processor
 # (generate_hf.py inputs), run tailor's generate_bench example, then transformers
-# (generate_hf.py bench), each under /usr/bin/time for its peak RSS, one after the other. Prints a
-# Markdown table (tokens/s, tailor/HF ratio, peak RSS) and per-phase notes. Results go into
-# docs/benchmarks.md, "Generation throughput (model stage)".
+# (generate_hf.py bench), each in its own process under /usr/bin/time for its peak RSS, one after
+# the other, ROUNDS times. Prints a Markdown table (tokens/s, tailor/HF ratio, peak RSS) and
+# per-phase notes. Results go into docs/benchmarks.md, "Generation throughput (model stage)".
 set -euo pipefail
 venv=${1:-/work/venv}
 py="$venv/bin/python"
@@ -24,6 +28,8 @@ new_tokens=${NEW_TOKENS:-32}
 repeats=${REPEATS:-5}
 batch=${BATCH:-4}
 side=${IMAGE_SIDE:-224}
+rounds=${ROUNDS:-2}
+max_wait=${MAX_WAIT:-300}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -35,26 +41,54 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | "$py" -c 'import json
 bench="$target_dir/release/examples/generate_bench"
 "$py" tools/bench/make_bench_model.py "$work/mid" >/dev/null 2>&1
 
-run() { # name, model dir
-  local name=$1 dir=$2
-  "$py" tools/bench/generate_hf.py inputs "$dir" "$work/$name.inputs.safetensors" \
+busy() { # percent of all CPU time spent busy over the next 3 seconds
+  local a b
+  read -r -a a < <(head -1 /proc/stat)
+  sleep 3
+  read -r -a b < <(head -1 /proc/stat)
+  local total=0 idle=$(( b[4] + b[5] - a[4] - a[5] )) i
+  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+  echo $(( 100 * (total - idle) / (total > 0 ? total : 1) ))
+}
+
+wait_idle() { # before each timed process: wait (up to MAX_WAIT s) until other work uses < 25 % CPU
+  local waited=0 b
+  while b=$(busy); [ "$b" -ge 25 ] && [ "$waited" -lt "$max_wait" ]; do
+    sleep 7; waited=$(( waited + 10 ))
+  done
+  echo "$b" >>"$work/busy"
+}
+
+inputs() { # name, model dir
+  "$py" tools/bench/generate_hf.py inputs "$2" "$work/$1.inputs.safetensors" \
     --batch "$batch" --image-side "$side" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }
-  RAYON_NUM_THREADS=$threads /usr/bin/time -f %M -o "$work/$name.tailor.rss" \
+}
+
+run() { # name, model dir, round
+  local name=$1 dir=$2 r=$3
+  wait_idle
+  RAYON_NUM_THREADS=$threads /usr/bin/time -f %M -o "$work/$name.tailor.$r.rss" \
     "$bench" "$dir" "$work/$name.inputs.safetensors" --new-tokens "$new_tokens" --repeats "$repeats" \
-    >"$work/$name.tailor.json" 2>"$work/err" || { cat "$work/err"; exit 1; }
-  /usr/bin/time -f %M -o "$work/$name.hf.rss" \
+    >"$work/$name.tailor.$r.json" 2>"$work/err" || { cat "$work/err"; exit 1; }
+  wait_idle
+  /usr/bin/time -f %M -o "$work/$name.hf.$r.rss" \
     "$py" tools/bench/generate_hf.py bench "$dir" "$work/$name.inputs.safetensors" --new-tokens "$new_tokens" \
-    --repeats "$repeats" --threads "$threads" --compare "$work/$name.tailor.json" \
-    >"$work/$name.hf.json" 2>"$work/err" || { cat "$work/err"; exit 1; }
+    --repeats "$repeats" --threads "$threads" --compare "$work/$name.tailor.$r.json" \
+    >"$work/$name.hf.$r.json" 2>"$work/err" || { cat "$work/err"; exit 1; }
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-run tied tests/fixtures/model/tied
-run mid "$work/mid"
+inputs tied tests/fixtures/model/tied
+inputs mid "$work/mid"
+for r in $(seq "$rounds"); do
+  run tied tests/fixtures/model/tied "$r"
+  run mid "$work/mid" "$r"
+done
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), no GPU;" \
   "load average before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "Batch of $batch recipe prompts, ${side}x${side} images ($(( (side / 28) * (side / 28) )) image tokens each)," \
   "greedy, $new_tokens new tokens per prompt, float32, $threads threads each side."
+echo "CPU busy (all cores, %) in the 3 s before each timed process: $(tr '\n' ' ' <"$work/busy")"
 echo
 "$py" tools/bench/generate_hf.py table "$work" \
   "tied:tiny fixture (tied, hidden 64, 2 layers)" \

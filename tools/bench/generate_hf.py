@@ -33,8 +33,9 @@ tailor's generate_bench is read and the line also reports the largest difference
 logits and how many generated ids agree.
 
 `table` prints the Markdown comparison of the runs that generate.sh left in WORK_DIR
-(NAME.tailor.json, NAME.hf.json and the `/usr/bin/time -f %M` peak RSS files NAME.tailor.rss,
-NAME.hf.rss), in kB as GNU time writes them.
+(NAME.tailor.ROUND.json, NAME.hf.ROUND.json and the `/usr/bin/time -f %M` peak RSS files
+NAME.tailor.ROUND.rss, NAME.hf.ROUND.rss): per side the best time of every phase over all rounds,
+the largest peak RSS.
 """
 
 import argparse
@@ -250,15 +251,35 @@ def bench(args) -> None:
     print(json.dumps(result))
 
 
+def merge_rounds(runs: list) -> dict:
+    """One side's runs over several rounds: every timing ("*_s") is the best over the rounds
+    (medians: the median of the rounds' medians is not kept; the first round's is), rates are
+    recomputed from the best times."""
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if key.endswith("_s") and not key.endswith("median_s") and isinstance(value, float):
+            out[key] = min(r[key] for r in runs)
+    if "profile" in runs[0]:
+        out["profile"] = {k: min(r["profile"][k] for r in runs) for k in runs[0]["profile"]}
+    out["prefill_tok_s"] = out["prompt_tokens"] / out["prefill_s"]
+    out["decode_tok_s"] = out["batch"] * (out["new_tokens"] - 1) / out["decode_s"]
+    out["rounds"] = len(runs)
+    return out
+
+
 def table(args) -> None:
-    """Markdown table of the runs in WORK (NAME.tailor.json / .hf.json / .tailor.rss / .hf.rss)."""
+    """Markdown table of the runs in WORK: NAME.{tailor,hf}.ROUND.json and the peak RSS files
+    NAME.{tailor,hf}.ROUND.rss (kB, as `/usr/bin/time -f %M` writes them)."""
     work = Path(args.work)
     rows, notes = [], []
     for item in args.models:
         name, label = item.split(":", 1)
-        ours = json.loads((work / f"{name}.tailor.json").read_text())
-        hf = json.loads((work / f"{name}.hf.json").read_text())
-        rss = {side: int((work / f"{name}.{side}.rss").read_text().split()[-1]) / 1024 for side in ("tailor", "hf")}
+        sides, rss = {}, {}
+        for side in ("tailor", "hf"):
+            files = sorted(work.glob(f"{name}.{side}.*.json"))
+            sides[side] = merge_rounds([json.loads(f.read_text()) for f in files])
+            rss[side] = max(int(f.read_text().split()[-1]) for f in work.glob(f"{name}.{side}.*.rss")) / 1024
+        ours, hf = sides["tailor"], sides["hf"]
         shape = f"{ours['batch']} × {ours['prompt_len']}"
         rows.append(
             f"| {label} | {shape} | {ours['new_tokens']} "
@@ -266,27 +287,27 @@ def table(args) -> None:
             f"| {ours['decode_tok_s']:,.0f} | {hf['decode_tok_s']:,.0f} | {ours['decode_tok_s'] / hf['decode_tok_s']:.2f} "
             f"| {rss['tailor']:,.0f} | {rss['hf']:,.0f} (import alone {hf['rss_after_import_mib']:,.0f}) |"
         )
-        p = ours.get("profile", {})
         ms = lambda x: f"{1000 * x:.1f} ms"  # noqa: E731
+        steps = ours["new_tokens"] - 1
         notes.append(
             f"- {label}: parity: prefill logits max |Δ| {hf['prefill_logits_max_abs_diff']:.1e} "
             f"(max |logit| {hf['prefill_logits_max_abs']:.2f}), greedy ids equal {hf['same_ids']}; "
-            f"threads tailor {ours['threads']}, torch {hf['threads']}; best of {ours['repeats']} "
-            f"(best / median: tailor prefill {ms(ours['prefill_s'])} / {ms(ours['prefill_median_s'])}, "
-            f"decode {ms(ours['decode_s'])} / {ms(ours['decode_median_s'])}, "
-            f"generate {ms(ours['generate_s'])} / {ms(ours['generate_median_s'])}; "
-            f"HF prefill {ms(hf['prefill_s'])} / {ms(hf['prefill_median_s'])}, "
-            f"decode {ms(hf['decode_s'])} / {ms(hf['decode_median_s'])}, "
-            f"generate {ms(hf['generate_s'])} / {ms(hf['generate_median_s'])})."
+            f"threads tailor {ours['threads']}, torch {hf['threads']}; best of {ours['rounds']} rounds × "
+            f"{ours['repeats']} runs. Prefill: tailor {ms(ours['prefill_s'])}, HF {ms(hf['prefill_s'])} "
+            f"(round-1 medians {ms(ours['prefill_median_s'])}, {ms(hf['prefill_median_s'])}); "
+            f"decode ({steps} steps): tailor {ms(ours['decode_s'])}, HF {ms(hf['decode_s'])} "
+            f"(medians {ms(ours['decode_median_s'])}, {ms(hf['decode_median_s'])}); "
+            f"generate() end to end: tailor {ms(ours['generate_s'])}, HF {ms(hf['generate_s'])}."
         )
+        p = ours.get("profile")
         if p:
             notes.append(
-                f"  tailor prefill {ms(p['prefill_s'])} = vision tower {ms(p['prefill_vision_tower_s'])} "
-                f"+ embedding/merge {ms(p['prefill_embed_and_merge_s'])} + decoder, cache and last-token head "
-                f"{ms(p['prefill_decoder_and_head_s'])} (HF prefill {ms(hf['prefill_s'])}, of it vision tower "
-                f"{ms(hf['vision_s'])}); tailor decode step (batch {ours['batch']}) {ms(p['decode_step_s'])} = decoder "
-                f"{ms(p['decode_step_decoder_s'])} + lm_head {ms(p['decode_step_lm_head_s'])}, greedy choice "
-                f"{1e6 * p['decode_choose_s']:.0f} µs (HF decode step {ms(hf['decode_s'] / (hf['new_tokens'] - 1))})."
+                f"  tailor prefill {ms(p['prefill_s'])}: vision tower {ms(p['vision_tower_s'])}, embedding + merge "
+                f"{ms(p['input_embeds_s'] - p['vision_tower_s'])}, decoder + KV cache + last-token lm_head "
+                f"{ms(p['prefill_s'] - p['input_embeds_s'])} (HF vision tower alone {ms(hf['vision_s'])}). "
+                f"tailor decode step (batch {ours['batch']}): {ms(p['decode_step_s'])}, of it lm_head "
+                f"{ms(p['lm_head_step_s'])}; greedy choice (logits to host + argmax) "
+                f"{1e6 * p['choose_step_s']:.0f} µs; HF decode step {ms(hf['decode_s'] / steps)}."
             )
     print("| model | prompts (B × L) | new tokens | tailor prefill tok/s | HF prefill tok/s | ratio "
           "| tailor decode tok/s | HF decode tok/s | ratio | tailor peak RSS (MiB) | HF peak RSS (MiB) |")
