@@ -70,7 +70,7 @@ pub fn predict(a: PredictArgs) -> Result<()> {
                 .and_then(|row| {
                     processor
                         .prompt(row, &format, &image_column)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| describe(e, item.row.is_none()))
                 });
             match prompt {
                 Ok(p) => {
@@ -111,6 +111,14 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     Ok(())
+}
+
+/// An image given by path has no row or column worth naming: say only the file and the problem.
+fn describe(e: DataError, by_path: bool) -> String {
+    match e {
+        DataError::Row { path, reason, .. } if by_path => format!("{}: {reason}", path.display()),
+        e => e.to_string(),
+    }
 }
 
 fn with_row(mut v: serde_json::Value, row: Option<usize>) -> serde_json::Value {
