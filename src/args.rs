@@ -52,15 +52,8 @@ pub struct PredictArgs {
     /// Which part of --split-file: train, valid or test.
     #[arg(long, default_value = "test", value_name = "NAME")]
     pub split: String,
-    /// System message. Default: the recipe's.
-    #[arg(long, value_name = "TEXT")]
-    pub system: Option<String>,
-    /// Send no system message.
-    #[arg(long, conflicts_with = "system")]
-    pub no_system: bool,
-    /// User prompt after the image. Default: "What is this product?".
-    #[arg(long, value_name = "TEXT")]
-    pub prompt: Option<String>,
+    #[command(flatten)]
+    pub chat: PromptArgs,
     /// Most tokens to generate per image.
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub max_new_tokens: usize,
@@ -91,12 +84,8 @@ pub struct PredictArgs {
     /// Images per generation batch (prompts are left-padded together).
     #[arg(long, default_value_t = 4, value_name = "B")]
     pub batch_size: usize,
-    /// Override the processor's min_pixels.
-    #[arg(long, value_name = "N")]
-    pub min_pixels: Option<u64>,
-    /// Override the processor's max_pixels.
-    #[arg(long, value_name = "N")]
-    pub max_pixels: Option<u64>,
+    #[command(flatten)]
+    pub pixels: PixelArgs,
     /// Write the JSON lines here instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -202,6 +191,13 @@ pub struct ModelArgs {
     /// token counts are then exact, text token counts only indicative.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub pixels: PixelArgs,
+}
+
+/// Image budget overrides.
+#[derive(Debug, Args, Clone)]
+pub struct PixelArgs {
     /// Override the processor's min_pixels.
     #[arg(long, value_name = "N")]
     pub min_pixels: Option<u64>,
@@ -210,9 +206,9 @@ pub struct ModelArgs {
     pub max_pixels: Option<u64>,
 }
 
-/// Chat formatting.
+/// The prompt side of the chat: system message and user text.
 #[derive(Debug, Args, Clone)]
-pub struct ChatArgs {
+pub struct PromptArgs {
     /// System message template ({column} placeholders allowed). Default: the recipe's.
     #[arg(long, value_name = "TEMPLATE")]
     pub system: Option<String>,
@@ -222,6 +218,13 @@ pub struct ChatArgs {
     /// User prompt template after the image. Default: "What is this product?".
     #[arg(long, value_name = "TEMPLATE")]
     pub prompt: Option<String>,
+}
+
+/// Chat formatting.
+#[derive(Debug, Args, Clone)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub prompt: PromptArgs,
     /// Assistant answer template. Default: "{category1}/{category2}: {text}".
     #[arg(long, value_name = "TEMPLATE")]
     pub target: Option<String>,

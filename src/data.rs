@@ -15,8 +15,8 @@ use tailor_data::synth::{self, SynthConfig};
 use tailor_data::{Catalog, ColumnMap};
 
 use crate::args::{
-    ChatArgs, DatasetArgs, GroupArgs, LabelMaskArg, PreviewArgs, SplitArgs, StatsArgs, SynthArgs,
-    SynthFormat,
+    ChatArgs, DatasetArgs, GroupArgs, LabelMaskArg, PreviewArgs, PromptArgs, SplitArgs, StatsArgs,
+    SynthArgs, SynthFormat,
 };
 use crate::progress;
 
@@ -41,6 +41,11 @@ fn group_key(catalog: &Catalog, g: &GroupArgs) -> Result<Option<GroupKey>> {
 }
 
 fn chat_format(a: &ChatArgs) -> Result<ChatFormat> {
+    prompt_format(&a.prompt, a.target.as_deref().unwrap_or(RECIPE_TARGET))
+}
+
+/// The chat templates from the prompt options (recipe defaults) and an answer template.
+pub fn prompt_format(a: &PromptArgs, target: &str) -> Result<ChatFormat> {
     let system = if a.no_system {
         None
     } else {
@@ -49,7 +54,7 @@ fn chat_format(a: &ChatArgs) -> Result<ChatFormat> {
     Ok(ChatFormat::new(
         system,
         a.prompt.as_deref().unwrap_or(RECIPE_PROMPT),
-        a.target.as_deref().unwrap_or(RECIPE_TARGET),
+        target,
     )?)
 }
 
@@ -67,8 +72,8 @@ pub fn stats(a: StatsArgs) -> Result<()> {
     let format = chat_format(&a.chat)?;
     let processor = Processor::load(
         a.model.model.as_deref(),
-        a.model.min_pixels,
-        a.model.max_pixels,
+        a.model.pixels.min_pixels,
+        a.model.pixels.max_pixels,
     )?;
     let bar = progress::bar(catalog.row_count().ok(), "stats");
     let s = stats::compute(
@@ -293,8 +298,8 @@ pub fn preview(a: PreviewArgs) -> Result<()> {
     let format = chat_format(&a.chat)?;
     let p = Processor::load(
         a.model.model.as_deref(),
-        a.model.min_pixels,
-        a.model.max_pixels,
+        a.model.pixels.min_pixels,
+        a.model.pixels.max_pixels,
     )?;
     let mask = label_mask(a.chat.label_mask);
     let tok = p.text.tokenizer();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device};
 use serde_json::json;
-use tailor_data::chat::{ChatFormat, ParsedAnswer, RECIPE_PROMPT, RECIPE_SYSTEM};
+use tailor_data::chat::ParsedAnswer;
 use tailor_data::prepare::{Processor, Prompt};
 use tailor_data::split::SplitIndices;
 use tailor_data::{Catalog, ColumnMap, DataError, ImageRef, Row};
@@ -28,7 +28,7 @@ struct Item {
 /// `tailor predict`
 pub fn predict(a: PredictArgs) -> Result<()> {
     let dir = crate::hub::resolve_model(&a.model)?;
-    let processor = Processor::from_dir(&dir, a.min_pixels, a.max_pixels)
+    let processor = Processor::from_dir(&dir, a.pixels.min_pixels, a.pixels.max_pixels)
         .with_context(|| format!("loading the processor of {}", dir.display()))?;
     let device = device(a.device)?;
     let dtype = match a.dtype {
@@ -39,15 +39,7 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     let model = Qwen25Vl::load(&dir, dtype, &device)
         .with_context(|| format!("loading the model in {}", dir.display()))?;
     let generation = generate_config(&a, &dir, &model)?;
-    let format = ChatFormat::new(
-        if a.no_system {
-            None
-        } else {
-            Some(a.system.as_deref().unwrap_or(RECIPE_SYSTEM))
-        },
-        a.prompt.as_deref().unwrap_or(RECIPE_PROMPT),
-        "",
-    )?;
+    let format = crate::data::prompt_format(&a.chat, "")?;
     let (items, image_column) = gather(&a)?;
     let mut out: Box<dyn Write> = match &a.out {
         Some(p) => Box::new(std::io::BufWriter::new(
