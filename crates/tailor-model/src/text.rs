@@ -289,7 +289,14 @@ impl SelfAttention {
         })
     }
 
-    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// Projects `xs` `[b, l, hidden]` to per-head queries, keys and values
+    /// (`[b, heads, l, d]`), with M-RoPE applied to queries and keys.
+    fn rotated_qkv(
+        &self,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, l, _) = xs.dims3()?;
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
             t.reshape((b, l, n, self.head_dim))?.transpose(1, 2)
@@ -298,7 +305,14 @@ impl SelfAttention {
         let k = heads(self.k_proj.forward(xs)?, self.num_kv_heads)?;
         let v = heads(self.v_proj.forward(xs)?, self.num_kv_heads)?;
         let q = apply_rotary(&q, cos, sin)?.contiguous()?;
-        let k = self.repeat_kv(apply_rotary(&k, cos, sin)?)?;
+        let k = apply_rotary(&k, cos, sin)?;
+        Ok((q, k, v))
+    }
+
+    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, l, _) = xs.dims3()?;
+        let (q, k, v) = self.rotated_qkv(xs, cos, sin)?;
+        let k = self.repeat_kv(k)?;
         let v = self.repeat_kv(v)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let out = attention(&q, &k, &v, scale, Some(mask))?;
@@ -320,15 +334,8 @@ impl SelfAttention {
         cache: &mut KvCache,
     ) -> Result<Tensor> {
         let (b, l, _) = xs.dims3()?;
-        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
-            t.reshape((b, l, n, self.head_dim))?.transpose(1, 2)
-        };
-        let q = heads(self.q_proj.forward(xs)?, self.num_heads)?;
-        let k = heads(self.k_proj.forward(xs)?, self.num_kv_heads)?;
-        let v = heads(self.v_proj.forward(xs)?, self.num_kv_heads)?;
-        let q = apply_rotary(&q, cos, sin)?.contiguous()?;
-        let k = apply_rotary(&k, cos, sin)?.contiguous()?;
-        let (k, v) = cache.append(&k, &v.contiguous()?)?;
+        let (q, k, v) = self.rotated_qkv(xs, cos, sin)?;
+        let (k, v) = cache.append(&k.contiguous()?, &v.contiguous()?)?;
         let out = self.grouped_attention(&q, &k, &v, mask)?;
         let out = out
             .transpose(1, 2)?

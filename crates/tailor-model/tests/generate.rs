@@ -3,9 +3,12 @@
 //! `tools/reference/model_fixtures.py`: greedy ids of three prompts, with and without repetition
 //! penalty 1.05, and the first-step logits).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use common::max_abs_diff;
 use tailor_core::{Batch, IGNORE_INDEX, ImageGrid};
 use tailor_model::{Config, GenerationConfig, Qwen25Vl, RawGenerationConfig, Sampling, VlmInputs};
 use tailor_text::{CollateConfig, EncodedSample, RopeConfig, collate, rope_index};
@@ -171,20 +174,6 @@ fn until_eos(ids: &[u32], eos: &[u32]) -> (Vec<u32>, bool) {
         Some(i) => (ids[..i].to_vec(), true),
         None => (ids.to_vec(), false),
     }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 #[test]

@@ -2,9 +2,12 @@
 //! `tests/fixtures/model/{tied,windows}`, written by `tools/reference/model_fixtures.py`.
 
 use std::collections::HashMap;
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use common::max_abs_diff;
 use tailor_core::ImageGrid;
 use tailor_model::{
     Checkpoint, Config, Qwen25Vl, VisionTower, VlmInputs, full_attention_seqlens, window_index,
@@ -115,21 +118,6 @@ impl Fixture {
             .unwrap();
         VisionTower::new(&self.cfg.vision, vb.pp("model.visual")).unwrap()
     }
-}
-
-/// Largest absolute difference; panics on a shape difference.
-fn max_abs_diff(got: &Tensor, expected: &Tensor) -> f32 {
-    assert_eq!(got.dims(), expected.dims());
-    (got - expected)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// Largest absolute difference over the first `lengths[b]` positions of each row of two
