@@ -70,8 +70,8 @@ from transformers import (  # noqa: E402
     Qwen2_5_VLForConditionalGeneration,
     Qwen2_5_VLProcessor,
 )
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil  # noqa: E402
-from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference"))
+from hf_processor import build_processor  # noqa: E402
 
 SYSTEM = (
     "You are a fashion product expert assistant who excels at identifying product types from images "
@@ -93,19 +93,8 @@ def photo(seed: int, side: int) -> Image.Image:
 
 
 def processor_for(model_dir: Path, side: int) -> Qwen2_5_VLProcessor:
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "left"
-    pre = json.loads((model_dir / "preprocessor_config.json").read_text())
-    pre = {k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class")}
     # Pin the resize so that every model gets the same grid whatever its own pixel limits.
-    pre["min_pixels"] = pre["max_pixels"] = side * side
-    template = json.loads((model_dir / "chat_template.json").read_text())["chat_template"]
-    return Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessorPil(**pre),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
-        chat_template=template,
-    )
+    return build_processor(model_dir, padding_side="left", pixels=side * side)
 
 
 def load_model(model_dir: Path):

@@ -70,8 +70,7 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
     Qwen2_5_VLProcessor,
 )
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+from hf_processor import build_processor
 from transformers.vision_utils import get_vision_attention_seqlens, get_vision_window_index
 
 PINNED = {
@@ -207,19 +206,6 @@ def recipe_chat(answer: str | None, system: str | None = SYSTEM_PROMPT, user: st
     return messages
 
 
-def build_processor(model_dir: Path) -> Qwen2_5_VLProcessor:
-    # transformers 5.24: AutoProcessor(..., backend="pil") fails, so build the PIL processor by hand.
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    assert tokenizer.padding_side == "right", tokenizer.padding_side
-    pre = json.loads((model_dir / "preprocessor_config.json").read_text())
-    pre = {k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class")}
-    template = json.loads((model_dir / "chat_template.json").read_text())["chat_template"]
-    return Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessorPil(**pre),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
-        chat_template=template,
-    )
 
 
 def build_config(spec: dict, ids: dict) -> Qwen2_5_VLConfig:

@@ -35,8 +35,7 @@ import transformers
 import trl
 from PIL import Image
 from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+from hf_processor import build_processor
 
 PINNED = {
     "torch": "2.15.0",
@@ -157,18 +156,6 @@ def make_image(seed: int, size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(np.random.RandomState(seed).randint(0, 256, (h, w, 3), dtype=np.uint8))
 
 
-def build_processor(model_dir: Path) -> Qwen2_5_VLProcessor:
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    assert tokenizer.padding_side == "right", tokenizer.padding_side
-    pre = json.loads((model_dir / "preprocessor_config.json").read_text())
-    pre = {k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class")}
-    template = json.loads((model_dir / "chat_template.json").read_text())["chat_template"]
-    return Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessorPil(**pre),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
-        chat_template=template,
-    )
 
 
 def assistant_labels(ids: list[int], tokenizer, image_id: int, pad_id: int) -> list[int]:
