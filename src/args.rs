@@ -40,6 +40,10 @@ pub struct PredictArgs {
     /// standard hub cache (HF_HOME, HF_HUB_OFFLINE, HF_ENDPOINT and HF_TOKEN are honoured).
     #[arg(long, value_name = "DIR_OR_REPO_ID")]
     pub model: String,
+    /// A LoRA adapter folder (PEFT layout: adapter_config.json + adapter_model.safetensors), as
+    /// `tailor train` writes it or Python PEFT saves it; applied on top of --model.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
     /// Image files to describe (repeat the flag or list several).
     #[arg(long, num_args = 1.., value_name = "PATH", conflicts_with = "dataset")]
     pub image: Vec<PathBuf>,

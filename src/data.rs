@@ -231,10 +231,36 @@ pub fn render_stats(s: &Stats) -> String {
 pub fn split(a: SplitArgs) -> Result<()> {
     let catalog = open(&a.dataset)?;
     let key = group_key(&catalog, &a.group)?;
-    let split = match key {
+    let split = compute_split(
+        &catalog,
+        key.as_ref(),
+        (a.sizes.test_size, a.sizes.valid_size, a.sizes.seed),
+        a.dataset.skip_bad,
+    )?;
+    write_split(&a.out, &split)?;
+    eprintln!(
+        "wrote {} (train {}, valid {}, test {})",
+        a.out.join("split.json").display(),
+        split.train.len(),
+        split.valid.len(),
+        split.test.len()
+    );
+    Ok(())
+}
+
+/// Train / valid / test row indices: `datasets.train_test_split` exactly, or grouped by the
+/// product key when one is given. `sizes` is (test_size, valid_size, seed).
+pub fn compute_split(
+    catalog: &Catalog,
+    key: Option<&GroupKey>,
+    sizes: (f64, f64, u64),
+    skip_bad: bool,
+) -> Result<SplitIndices> {
+    let (test_size, valid_size, seed) = sizes;
+    Ok(match key {
         None => {
             let n = catalog.row_count()?;
-            hf_split(n, a.sizes.test_size, a.sizes.valid_size, a.sizes.seed)?
+            hf_split(n, test_size, valid_size, seed)?
         }
         Some(key) => {
             let bar = progress::bar(catalog.row_count().ok(), "groups");
@@ -247,7 +273,7 @@ pub fn split(a: SplitArgs) -> Result<()> {
                     Ok(k) => {
                         ids.push(&k);
                     }
-                    Err(e) if a.dataset.skip_bad && e.is_row_error() => {
+                    Err(e) if skip_bad && e.is_row_error() => {
                         skipped += 1;
                         // Keep indices aligned; the row becomes a group of its own.
                         ids.push(&format!("\u{0}skipped-{}", ids.rows.len()));
@@ -261,23 +287,9 @@ pub fn split(a: SplitArgs) -> Result<()> {
                     "tailor: {skipped} rows without a readable group key were kept as their own groups"
                 );
             }
-            grouped_split(
-                &ids.rows,
-                a.sizes.test_size,
-                a.sizes.valid_size,
-                a.sizes.seed,
-            )?
+            grouped_split(&ids.rows, test_size, valid_size, seed)?
         }
-    };
-    write_split(&a.out, &split)?;
-    eprintln!(
-        "wrote {} (train {}, valid {}, test {})",
-        a.out.join("split.json").display(),
-        split.train.len(),
-        split.valid.len(),
-        split.test.len()
-    );
-    Ok(())
+    })
 }
 
 /// Writes `dir/split.json` atomically (temporary file, then rename), so a crash never leaves a

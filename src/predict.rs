@@ -12,7 +12,7 @@ use tailor_data::prepare::{Processor, Prompt};
 use tailor_data::split::SplitIndices;
 use tailor_data::{Catalog, ColumnMap, DataError, ImageRef, Row};
 use tailor_model::sampling::Sampling;
-use tailor_model::{GenerationConfig, Qwen25Vl, VlmInputs};
+use tailor_model::{AdapterFile, GenerationConfig, Qwen25Vl, VlmInputs};
 
 use crate::args::{DeviceArg, DtypeArg, PredictArgs};
 use crate::progress;
@@ -36,8 +36,15 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         DtypeArg::Bf16 => DType::BF16,
         DtypeArg::F16 => DType::F16,
     };
-    let model = Qwen25Vl::load(&dir, dtype, &device)
+    let mut model = Qwen25Vl::load(&dir, dtype, &device)
         .with_context(|| format!("loading the model in {}", dir.display()))?;
+    if let Some(adapter) = &a.adapter {
+        let file = AdapterFile::read(adapter, &device)
+            .with_context(|| format!("reading the adapter in {}", adapter.display()))?;
+        model
+            .load_adapter(&file)
+            .with_context(|| format!("attaching the adapter in {}", adapter.display()))?;
+    }
     let generation = generate_config(&a, &dir, &model)?;
     let format = crate::data::prompt_format(&a.chat, "")?;
     let (items, image_column) = gather(&a)?;

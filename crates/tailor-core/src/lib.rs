@@ -32,6 +32,18 @@ pub struct ImageGrid {
 }
 
 impl ImageGrid {
+    /// Grids from the flattened `image_grid_thw` rows `[t, h, w, t, h, w, …]` that
+    /// transformers' processors return.
+    pub fn from_thw_rows(thw: &[i64]) -> Vec<ImageGrid> {
+        thw.chunks_exact(3)
+            .map(|g| ImageGrid {
+                t: g[0] as u32,
+                h: g[1] as u32,
+                w: g[2] as u32,
+            })
+            .collect()
+    }
+
     /// Number of vision patches (= rows of `pixel_values`).
     pub fn patches(&self) -> usize {
         self.t as usize * self.h as usize * self.w as usize

@@ -66,6 +66,25 @@ pub enum ModelError {
     #[error("checkpoint does not match the config: {0}")]
     WeightMismatch(WeightReport),
 
+    /// A LoRA adapter folder is unusable (unsupported setting, key that names no module, shape).
+    #[error("adapter {path}: {detail}")]
+    InvalidAdapter {
+        /// The adapter folder or file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+
+    /// A file could not be written.
+    #[error("cannot write {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// candle failed (file mapping, dtype conversion, a shape contract of the forward pass).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -52,25 +52,32 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod adapter;
 mod cache;
 pub mod config;
 pub mod error;
+pub mod export;
 mod generate;
+pub mod lora;
 mod model;
 mod nn;
 pub mod sampling;
 pub mod text;
+pub mod train;
 pub mod vision;
 pub mod weights;
 
+pub use adapter::{Adapter, AdapterFile};
 pub use cache::KvCache;
 pub use config::{Config, SpecialTokenIds, TextConfig, VisionConfig};
 pub use error::{ModelError, Result, ShapeMismatch, TensorSpec, WeightReport};
 pub use generate::{
     DEFAULT_MAX_NEW_TOKENS, EosTokenIds, Generated, GenerationConfig, RawGenerationConfig,
 };
+pub use lora::{InitFrom, LoraInit, LoraSpec, TargetModules};
 pub use model::{Qwen25Vl, VlmInputs};
 pub use sampling::{LogitsPipeline, Sampling};
 pub use text::TextModel;
+pub use train::{LossAndGrads, ShiftedTargets};
 pub use vision::{VisionTower, VisionTrace, WindowIndex, full_attention_seqlens, window_index};
 pub use weights::{Checkpoint, StoredTensor, canonical_name, expected_tensors};

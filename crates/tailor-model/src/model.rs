@@ -1,12 +1,15 @@
 //! The full Qwen2.5-VL model: vision tower, embedding merge, decoder and output projection.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use tailor_core::{Batch, ImageGrid};
 
+use crate::adapter::{Adapter, AdapterFile, select_targets};
 use crate::config::Config;
+use crate::lora::{InitFrom, LoraRuntime, LoraSpec, Projection, build_layers};
 use crate::text::TextModel;
 use crate::vision::VisionTower;
 use crate::weights::{Checkpoint, LM_HEAD, TEXT_PREFIX, VISION_PREFIX};
@@ -59,6 +62,7 @@ pub struct Qwen25Vl {
     language_model: TextModel,
     lm_head: Tensor,
     cfg: Config,
+    vision_lora: bool,
 }
 
 impl Qwen25Vl {
@@ -80,6 +84,7 @@ impl Qwen25Vl {
             language_model,
             lm_head,
             cfg: cfg.clone(),
+            vision_lora: false,
         })
     }
 
@@ -89,6 +94,83 @@ impl Qwen25Vl {
         let checkpoint = Checkpoint::open(dir)?;
         let vb = checkpoint.var_builder(&cfg, dtype, device)?;
         Ok(Self::new(&cfg, vb)?)
+    }
+
+    /// Every linear layer (vision tower first, then the decoder), in module order.
+    fn projections_mut(&mut self) -> Vec<&mut Projection> {
+        let mut all = self.visual.projections_mut();
+        all.extend(self.language_model.projections_mut());
+        all
+    }
+
+    /// Module paths of every linear layer that LoRA could adapt, in module order.
+    pub fn linear_modules(&mut self) -> Vec<String> {
+        self.projections_mut()
+            .iter()
+            .map(|p| p.path().to_owned())
+            .collect()
+    }
+
+    /// Adds LoRA pairs to the modules that `spec` targets (replacing any adapter already there),
+    /// initialised from `init`. With [`InitFrom::Weights`] exactly the modules present in the
+    /// map are adapted, and a map entry that names no linear layer is an error.
+    pub fn attach_lora(&mut self, spec: &LoraSpec, init: InitFrom<'_>) -> crate::Result<Adapter> {
+        let matcher = spec.matcher()?;
+        let given = match init {
+            InitFrom::Weights(map) => Some(map),
+            InitFrom::Seed(_) => None,
+        };
+        let device = self.lm_head.device().clone();
+        let mut projections = self.projections_mut();
+        let all_paths: Vec<String> = projections.iter().map(|p| p.path().to_owned()).collect();
+        if let Some(map) = given
+            && let Some(unknown) = map.keys().find(|k| !all_paths.contains(k))
+        {
+            return Err(crate::ModelError::InvalidAdapter {
+                path: unknown.into(),
+                detail: format!("module {unknown} is not a linear layer of this model"),
+            });
+        }
+        let mut targets = Vec::new();
+        for p in projections.iter_mut() {
+            p.set_lora(None);
+            if select_targets(&matcher, given, p.path()) {
+                let (i, o) = p.dims()?;
+                targets.push((p.path().to_owned(), i, o));
+            }
+        }
+        if targets.is_empty() {
+            return Err(crate::ModelError::InvalidConfig {
+                key: "target_modules".into(),
+                detail: format!("{:?} matches no linear layer", spec.target_modules),
+            });
+        }
+        let runtime = Arc::new(LoraRuntime::default());
+        let layers = build_layers(spec, &targets, init, &runtime, &device)?;
+        let mut by_path: std::collections::HashMap<&str, _> =
+            targets.iter().map(|t| t.0.as_str()).zip(layers).collect();
+        let mut named = Vec::with_capacity(targets.len());
+        for p in projections.iter_mut() {
+            if let Some(layer) = by_path.remove(p.path()) {
+                p.set_lora(Some(layer.clone()));
+                named.push((p.path().to_owned(), layer));
+            }
+        }
+        drop(projections);
+        self.vision_lora = named
+            .iter()
+            .any(|(p, _)| p.starts_with(crate::weights::VISION_PREFIX));
+        Ok(Adapter::new(spec.clone(), named, all_paths, runtime))
+    }
+
+    /// Attaches an adapter read from disk ([`AdapterFile::read`]).
+    pub fn load_adapter(&mut self, file: &AdapterFile) -> crate::Result<Adapter> {
+        self.attach_lora(&file.spec, InitFrom::Weights(&file.weights))
+    }
+
+    /// Whether any vision-tower layer carries an adapter (then the tower needs gradients).
+    pub fn vision_adapted(&self) -> bool {
+        self.vision_lora
     }
 
     /// The resolved configuration.

@@ -6,7 +6,9 @@
 //! them: the LoRA training path runs through these functions.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::lora::Projection;
 
 /// Root-mean-square norm with a learned scale, as transformers' `Qwen2RMSNorm`: normalise in
 /// float32, cast back to the input dtype, then multiply by the weight.
@@ -41,9 +43,9 @@ impl Module for RmsNorm {
 /// `down(silu(gate(x)) · up(x))`, with or without biases.
 #[derive(Debug, Clone)]
 pub(crate) struct SwiGlu {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
+    gate_proj: Projection,
+    up_proj: Projection,
+    down_proj: Projection,
 }
 
 impl SwiGlu {
@@ -53,12 +55,18 @@ impl SwiGlu {
         bias: bool,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let linear = |i, o, name| candle_nn::linear_b(i, o, bias, vb.pp(name));
+        let linear = |i, o, name| Projection::new(i, o, bias, vb.pp(name));
         Ok(Self {
             gate_proj: linear(hidden, intermediate, "gate_proj")?,
             up_proj: linear(hidden, intermediate, "up_proj")?,
             down_proj: linear(intermediate, hidden, "down_proj")?,
         })
+    }
+}
+
+impl SwiGlu {
+    pub(crate) fn projections_mut(&mut self) -> [&mut Projection; 3] {
+        [&mut self.gate_proj, &mut self.up_proj, &mut self.down_proj]
     }
 }
 

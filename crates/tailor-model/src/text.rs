@@ -7,9 +7,10 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 use crate::config::TextConfig;
+use crate::lora::Projection;
 use crate::nn::{RmsNorm, SwiGlu, apply_rotary, attention, inv_freq};
 
 /// The decoder stack.
@@ -38,6 +39,17 @@ impl TextModel {
             cfg: cfg.clone(),
             inv_freq: inv_freq(cfg.head_dim, cfg.rope_theta),
         })
+    }
+
+    /// Every linear layer, in module order.
+    pub(crate) fn projections_mut(&mut self) -> Vec<&mut Projection> {
+        let mut out = Vec::new();
+        for layer in &mut self.layers {
+            let a = &mut layer.self_attn;
+            out.extend([&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj]);
+            out.extend(layer.mlp.projections_mut());
+        }
+        out
     }
 
     /// The embedding matrix `[vocab, hidden]` (also the tied output projection).
@@ -94,6 +106,30 @@ impl TextModel {
         }
         states.push(self.norm.forward(&xs)?);
         Ok(states)
+    }
+
+    /// The rotary tables and the additive mask of a `[b, l]` batch, shared by every layer.
+    pub(crate) fn context(
+        &self,
+        position_ids: &Tensor,
+        attention_mask: &Tensor,
+        b: usize,
+        l: usize,
+        dtype: DType,
+    ) -> Result<LayerContext> {
+        let (cos, sin) = self.rotary(position_ids, b, l, dtype)?;
+        let mask = causal_padding_mask(attention_mask, b, l, attention_mask.device())?;
+        Ok(LayerContext { cos, sin, mask })
+    }
+
+    /// Decoder layer `i` alone (gradient checkpointing re-runs layers one at a time).
+    pub(crate) fn layer(&self, i: usize, xs: &Tensor, ctx: &LayerContext) -> Result<Tensor> {
+        self.layers[i].forward(xs, &ctx.cos, &ctx.sin, &ctx.mask)
+    }
+
+    /// The final RMSNorm.
+    pub(crate) fn final_norm(&self, xs: &Tensor) -> Result<Tensor> {
+        self.norm.forward(xs)
     }
 
     /// Number of decoder layers (one KV cache entry each).
@@ -166,6 +202,13 @@ impl TextModel {
             angles.sin()?.to_dtype(dtype)?,
         ))
     }
+}
+
+/// Per-batch inputs of every decoder layer.
+pub(crate) struct LayerContext {
+    cos: Tensor,
+    sin: Tensor,
+    mask: Tensor,
 }
 
 /// Additive float32 mask `[batch, 1, len, len]`: 0 where query `i` may see key `j` (`j ≤ i` and
@@ -264,10 +307,10 @@ impl DecoderLayer {
 
 #[derive(Debug, Clone)]
 struct SelfAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
+    q_proj: Projection,
+    k_proj: Projection,
+    v_proj: Projection,
+    o_proj: Projection,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -279,10 +322,10 @@ impl SelfAttention {
         let q = cfg.num_attention_heads * cfg.head_dim;
         let kv = cfg.num_key_value_heads * cfg.head_dim;
         Ok(Self {
-            q_proj: candle_nn::linear(h, q, vb.pp("q_proj"))?,
-            k_proj: candle_nn::linear(h, kv, vb.pp("k_proj"))?,
-            v_proj: candle_nn::linear(h, kv, vb.pp("v_proj"))?,
-            o_proj: candle_nn::linear_no_bias(q, h, vb.pp("o_proj"))?,
+            q_proj: Projection::new(h, q, true, vb.pp("q_proj"))?,
+            k_proj: Projection::new(h, kv, true, vb.pp("k_proj"))?,
+            v_proj: Projection::new(h, kv, true, vb.pp("v_proj"))?,
+            o_proj: Projection::new(q, h, false, vb.pp("o_proj"))?,
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,
             head_dim: cfg.head_dim,

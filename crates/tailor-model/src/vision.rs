@@ -7,10 +7,11 @@
 //! output is put back in raster order, images in input order.
 
 use candle_core::{DType, IndexOp, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use tailor_core::ImageGrid;
 
 use crate::config::{VISION_RMS_NORM_EPS, VisionConfig};
+use crate::lora::Projection;
 use crate::nn::{RmsNorm, SwiGlu, apply_rotary, attention, inv_freq};
 
 /// The window order of the merged tokens and the window segment boundaries.
@@ -142,6 +143,19 @@ impl VisionTower {
             cfg: cfg.clone(),
             inv_freq: inv_freq(cfg.head_dim / 2, cfg.rope_theta),
         })
+    }
+
+    /// Every linear layer, in module order.
+    pub(crate) fn projections_mut(&mut self) -> Vec<&mut Projection> {
+        let mut out = Vec::new();
+        for block in &mut self.blocks {
+            out.push(&mut block.attn.qkv);
+            out.push(&mut block.attn.proj);
+            out.extend(block.mlp.projections_mut());
+        }
+        out.push(&mut self.merger.fc1);
+        out.push(&mut self.merger.fc2);
+        out
     }
 
     /// Image features `[Σ t·h·w / m², out_hidden]` for `pixel_values` `[Σ t·h·w, patch_dim]`.
@@ -287,8 +301,8 @@ impl VisionBlock {
 
 #[derive(Debug, Clone)]
 struct VisionAttention {
-    qkv: Linear,
-    proj: Linear,
+    qkv: Projection,
+    proj: Projection,
     num_heads: usize,
     head_dim: usize,
 }
@@ -297,8 +311,8 @@ impl VisionAttention {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
         Ok(Self {
-            qkv: candle_nn::linear(h, 3 * h, vb.pp("qkv"))?,
-            proj: candle_nn::linear(h, h, vb.pp("proj"))?,
+            qkv: Projection::new(h, 3 * h, true, vb.pp("qkv"))?,
+            proj: Projection::new(h, h, true, vb.pp("proj"))?,
             num_heads: cfg.num_heads,
             head_dim: cfg.head_dim,
         })
@@ -359,8 +373,8 @@ impl VisionAttention {
 #[derive(Debug, Clone)]
 struct PatchMerger {
     ln_q: RmsNorm,
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Projection,
+    fc2: Projection,
     merged_dim: usize,
 }
 
@@ -369,8 +383,8 @@ impl PatchMerger {
         let merged_dim = cfg.hidden_size * cfg.merge_unit();
         Ok(Self {
             ln_q: RmsNorm::new(cfg.hidden_size, VISION_RMS_NORM_EPS, vb.pp("ln_q"))?,
-            fc1: candle_nn::linear(merged_dim, merged_dim, vb.pp("mlp.0"))?,
-            fc2: candle_nn::linear(merged_dim, cfg.out_hidden_size, vb.pp("mlp.2"))?,
+            fc1: Projection::new(merged_dim, merged_dim, true, vb.pp("mlp.0"))?,
+            fc2: Projection::new(merged_dim, cfg.out_hidden_size, true, vb.pp("mlp.2"))?,
             merged_dim,
         })
     }

@@ -222,6 +222,16 @@ impl Checkpoint {
         })
     }
 
+    /// One stored tensor by canonical name, in its stored dtype.
+    pub fn load(&self, canonical: &str, device: &Device) -> Result<Tensor> {
+        let stored = self.tensors.get(canonical).ok_or_else(|| {
+            ModelError::Candle(candle_core::Error::CannotFindTensor {
+                path: canonical.to_owned(),
+            })
+        })?;
+        Ok(self.data.load(&stored.stored_name, device)?)
+    }
+
     /// The mapped files.
     pub fn files(&self) -> &[PathBuf] {
         &self.files

@@ -1,124 +1,15 @@
 //! Parity with transformers 5.24 (float32, eager attention) on the tiny random-weight models of
 //! `tests/fixtures/model/{tied,windows}`, written by `tools/reference/model_fixtures.py`.
 
-use std::collections::HashMap;
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use candle_core::{DType, Device, Tensor};
-use common::max_abs_diff;
+use common::{Fixture, max_abs_diff};
 use tailor_core::ImageGrid;
-use tailor_model::{
-    Checkpoint, Config, Qwen25Vl, VisionTower, VlmInputs, full_attention_seqlens, window_index,
-};
-use tailor_text::{RopeConfig, rope_index};
+use tailor_model::{VlmInputs, full_attention_seqlens, window_index};
+use tailor_text::rope_index;
 
 const TOLERANCE: f32 = 1e-4;
-
-struct Fixture {
-    name: &'static str,
-    dir: PathBuf,
-    cfg: Config,
-    reference: HashMap<String, Tensor>,
-    meta: serde_json::Value,
-}
-
-impl Fixture {
-    fn load(name: &'static str) -> Self {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/fixtures/model")
-            .join(name);
-        let cfg = Config::from_file(&dir.join("config.json")).unwrap();
-        let reference =
-            candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
-                .unwrap();
-        let meta =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-                .unwrap();
-        Self {
-            name,
-            dir,
-            cfg,
-            reference,
-            meta,
-        }
-    }
-
-    fn tensor(&self, key: &str) -> &Tensor {
-        self.reference
-            .get(key)
-            .unwrap_or_else(|| panic!("{}: reference.safetensors has no {key}", self.name))
-    }
-
-    fn ints(&self, key: &str) -> Vec<i64> {
-        self.tensor(key)
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<i64>()
-            .unwrap()
-    }
-
-    fn grids(&self) -> Vec<ImageGrid> {
-        self.ints("image_grid_thw")
-            .chunks(3)
-            .map(|g| ImageGrid {
-                t: g[0] as u32,
-                h: g[1] as u32,
-                w: g[2] as u32,
-            })
-            .collect()
-    }
-
-    fn model(&self, dtype: DType) -> Qwen25Vl {
-        Qwen25Vl::load(&self.dir, dtype, &Device::Cpu).unwrap()
-    }
-
-    /// The padded batch exactly as transformers received it.
-    fn batch_inputs(&self) -> VlmInputs {
-        VlmInputs {
-            input_ids: self.tensor("input_ids").clone(),
-            attention_mask: self.tensor("attention_mask").clone(),
-            position_ids: self.tensor("position_ids").clone(),
-            pixel_values: Some(self.tensor("pixel_values").clone()),
-            image_grids: self.grids(),
-        }
-    }
-
-    /// Unpadded length of each batch row.
-    fn lengths(&self) -> Vec<usize> {
-        let mask = self.tensor("attention_mask").to_vec2::<i64>().unwrap();
-        mask.iter()
-            .map(|row| row.iter().filter(|&&m| m == 1).count())
-            .collect()
-    }
-
-    fn rope_config(&self) -> RopeConfig {
-        RopeConfig::from_config_json(&self.dir.join("config.json")).unwrap()
-    }
-
-    /// One sequence run alone (batch of one, no padding), positions from `tailor_text::rope_index`.
-    fn single_inputs(&self, ids: &[u32], pixels: Tensor, grids: Vec<ImageGrid>) -> VlmInputs {
-        let positions = rope_index(ids, &grids, &[], &self.rope_config()).unwrap();
-        let l = ids.len();
-        let rows: Vec<i64> = positions.rows.concat();
-        VlmInputs {
-            input_ids: Tensor::from_slice(ids, (1, l), &Device::Cpu).unwrap(),
-            attention_mask: Tensor::ones((1, l), DType::U8, &Device::Cpu).unwrap(),
-            position_ids: Tensor::from_vec(rows, (3, 1, l), &Device::Cpu).unwrap(),
-            pixel_values: Some(pixels),
-            image_grids: grids,
-        }
-    }
-
-    fn vision(&self) -> VisionTower {
-        let ckpt = Checkpoint::open(&self.dir).unwrap();
-        let vb = ckpt
-            .var_builder(&self.cfg, DType::F32, &Device::Cpu)
-            .unwrap();
-        VisionTower::new(&self.cfg.vision, vb.pp("model.visual")).unwrap()
-    }
-}
 
 /// Largest absolute difference over the first `lengths[b]` positions of each row of two
 /// `[batch, len, ...]` tensors (padding rows are meaningless).

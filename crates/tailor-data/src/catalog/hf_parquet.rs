@@ -237,6 +237,33 @@ impl Iterator for GroupRows<'_> {
     type Item = Result<Row>;
 
     fn next(&mut self) -> Option<Result<Row>> {
+        // arrow and parquet panic on some corrupt pages (out-of-bounds offsets) instead of
+        // returning an error; a corrupt file must be an error that names it, never a crash.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.next_row())) {
+            Ok(r) => r,
+            Err(panic) => {
+                self.finished = true;
+                self.reader = None;
+                self.pending = Vec::new().into_iter();
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown".into());
+                Some(Err(DataError::format(
+                    self.file.as_ref(),
+                    format!(
+                        "corrupt data near row {}: the parquet decoder failed ({what})",
+                        self.first_row + self.done_rows
+                    ),
+                )))
+            }
+        }
+    }
+}
+
+impl GroupRows<'_> {
+    fn next_row(&mut self) -> Option<Result<Row>> {
         loop {
             if let Some(r) = self.pending.next() {
                 return Some(r);

@@ -1,0 +1,437 @@
+//! LoRA as PEFT implements it (`peft/tuners/lora/layer.py`): every linear layer of the model is a
+//! [`Projection`] that may carry a low-rank pair `A [r, in]`, `B [out, r]` so that
+//! `y = base(x) + B(A(dropout(x))) · scaling`.
+//!
+//! The adapter weights are float32 [`Var`]s whatever the base dtype (PEFT's
+//! `autocast_adapter_dtype`): the branch casts its input to float32 and its output back. Dropout
+//! masks come from a counter-based generator keyed by (dropout key, layer), so a recomputed layer
+//! (gradient checkpointing) and a resumed run see exactly the masks of the original pass.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use candle_core::{DType, Device, Module, Result, Tensor, Var};
+use candle_nn::{Linear, VarBuilder};
+
+/// Which modules get an adapter, as `LoraConfig.target_modules`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetModules {
+    /// A module whose full name equals an entry or ends with `"." + entry`.
+    Names(Vec<String>),
+    /// A regular expression that must match the whole module name (Python's `re.fullmatch`).
+    Regex(String),
+    /// Every linear layer except the output head.
+    AllLinear,
+}
+
+/// How `A` is initialised (`LoraConfig.init_lora_weights`); `B` always starts at zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoraInit {
+    /// `true`: Kaiming-uniform with `a = √5`, i.e. U(−1/√in, 1/√in).
+    Kaiming,
+    /// `"gaussian"`: normal with standard deviation `1/r`.
+    Gaussian,
+}
+
+/// The LoRA settings that shape the model (LoraConfig names).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraSpec {
+    /// Rank `r`.
+    pub r: usize,
+    /// `lora_alpha`.
+    pub lora_alpha: f64,
+    /// `lora_dropout`, applied to the branch input in training only.
+    pub lora_dropout: f64,
+    /// `use_rslora`: scaling `alpha/√r` instead of `alpha/r`.
+    pub use_rslora: bool,
+    /// `target_modules`.
+    pub target_modules: TargetModules,
+    /// Whether the target rule also applies inside the vision tower (PEFT's plain name matching);
+    /// when false only `model.language_model.*` modules are adapted.
+    pub adapt_vision: bool,
+    /// `init_lora_weights`.
+    pub init: LoraInit,
+}
+
+impl LoraSpec {
+    /// `lora_alpha / r`, or `lora_alpha / √r` with rsLoRA.
+    pub fn scaling(&self) -> f64 {
+        scaling(self.lora_alpha, self.r, self.use_rslora)
+    }
+
+    /// A matcher over full module names.
+    pub fn matcher(&self) -> Result<TargetMatcher> {
+        let regex = match &self.target_modules {
+            TargetModules::Regex(r) => Some(
+                regex::Regex::new(&format!("^(?:{r})$"))
+                    .map_err(|e| candle_core::Error::Msg(format!("target_modules regex: {e}")))?,
+            ),
+            _ => None,
+        };
+        Ok(TargetMatcher {
+            rule: self.target_modules.clone(),
+            regex,
+            adapt_vision: self.adapt_vision,
+        })
+    }
+}
+
+fn scaling(alpha: f64, r: usize, rslora: bool) -> f64 {
+    if rslora {
+        alpha / (r as f64).sqrt()
+    } else {
+        alpha / r as f64
+    }
+}
+
+/// Decides for one module name whether it is targeted.
+#[derive(Debug, Clone)]
+pub struct TargetMatcher {
+    rule: TargetModules,
+    regex: Option<regex::Regex>,
+    adapt_vision: bool,
+}
+
+impl TargetMatcher {
+    /// Whether the module `path` (canonical in-memory name) gets an adapter.
+    pub fn matches(&self, path: &str) -> bool {
+        if !self.adapt_vision && !path.starts_with(crate::weights::TEXT_PREFIX) {
+            return false;
+        }
+        match &self.rule {
+            TargetModules::AllLinear => true,
+            TargetModules::Names(names) => names
+                .iter()
+                .any(|n| path == n || path.ends_with(&format!(".{n}"))),
+            TargetModules::Regex(_) => self.regex.as_ref().is_some_and(|r| r.is_match(path)),
+        }
+    }
+}
+
+/// State shared by every adapter of one model: training mode and the current dropout key.
+#[derive(Debug, Default)]
+pub struct LoraRuntime {
+    training: AtomicBool,
+    dropout_key: AtomicU64,
+}
+
+impl LoraRuntime {
+    /// Training mode turns dropout on.
+    pub fn set_training(&self, on: bool) {
+        self.training.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether dropout is active.
+    pub fn training(&self) -> bool {
+        self.training.load(Ordering::Relaxed)
+    }
+
+    /// The key from which every dropout mask of the next forward pass derives (the trainer sets
+    /// one per micro-batch, derived from the seed and the micro-batch number).
+    pub fn set_dropout_key(&self, key: u64) {
+        self.dropout_key.store(key, Ordering::Relaxed);
+    }
+}
+
+/// One adapted layer's pair and settings.
+#[derive(Debug, Clone)]
+pub struct LoraLayer {
+    /// `lora_A.weight [r, in]`, float32.
+    pub a: Var,
+    /// `lora_B.weight [out, r]`, float32.
+    pub b: Var,
+    /// `alpha / r` (or `/ √r`).
+    pub scaling: f64,
+    dropout: f64,
+    id: u64,
+    runtime: Arc<LoraRuntime>,
+}
+
+impl LoraLayer {
+    fn dropout(&self, xs: Tensor) -> Result<Tensor> {
+        if self.dropout <= 0.0 || !self.runtime.training() {
+            return Ok(xs);
+        }
+        let key = self.runtime.dropout_key.load(Ordering::Relaxed);
+        let mut rng = SplitMix64::new(key ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let keep = 1.0 / (1.0 - self.dropout) as f32;
+        let p = self.dropout;
+        let mask: Vec<f32> = (0..xs.elem_count())
+            .map(|_| if rng.next_f64() < p { 0.0 } else { keep })
+            .collect();
+        let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?;
+        xs * mask
+    }
+}
+
+/// A linear layer, possibly with a LoRA branch.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    base: Linear,
+    path: String,
+    lora: Option<LoraLayer>,
+}
+
+impl Projection {
+    /// Reads `weight` (and `bias` when `bias`) under `vb`; the builder's prefix becomes the
+    /// module name that target rules and adapter keys use.
+    pub(crate) fn new(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        let path = vb.prefix();
+        Ok(Self {
+            base: candle_nn::linear_b(in_dim, out_dim, bias, vb)?,
+            path,
+            lora: None,
+        })
+    }
+
+    /// The module name (canonical, e.g. `model.language_model.layers.0.self_attn.q_proj`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The base weight `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        self.base.weight()
+    }
+
+    /// `(in, out)` features.
+    pub fn dims(&self) -> Result<(usize, usize)> {
+        let (out, inp) = self.base.weight().dims2()?;
+        Ok((inp, out))
+    }
+
+    /// The adapter, if any.
+    pub fn lora(&self) -> Option<&LoraLayer> {
+        self.lora.as_ref()
+    }
+
+    pub(crate) fn set_lora(&mut self, lora: Option<LoraLayer>) {
+        self.lora = lora;
+    }
+}
+
+impl Module for Projection {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let ys = self.base.forward(xs)?;
+        let Some(lora) = &self.lora else {
+            return Ok(ys);
+        };
+        let dims = xs.dims();
+        let in_dim = *dims.last().expect("a linear input has a feature axis");
+        let rows = xs.elem_count() / in_dim.max(1);
+        let x = lora.dropout(xs.to_dtype(DType::F32)?.reshape((rows, in_dim))?)?;
+        let delta = (x.matmul(&lora.a.t()?)?.matmul(&lora.b.t()?)? * lora.scaling)?;
+        let mut shape = dims.to_vec();
+        *shape.last_mut().expect("non-empty") = delta.dim(1)?;
+        let delta = delta.reshape(shape)?.to_dtype(ys.dtype())?;
+        ys + delta
+    }
+}
+
+/// Where an adapter's initial weights come from.
+#[derive(Debug, Clone, Copy)]
+pub enum InitFrom<'a> {
+    /// Fresh weights from the spec's init rule, drawn from `seed`.
+    Seed(u64),
+    /// Given `(A, B)` per module path (a saved adapter or a checkpoint).
+    Weights(&'a std::collections::BTreeMap<String, (Tensor, Tensor)>),
+}
+
+/// Builds the adapter pairs for the projections `targets` (in model order). Errors name the
+/// module when given weights are missing or mis-shaped.
+pub(crate) fn build_layers(
+    spec: &LoraSpec,
+    targets: &[(String, usize, usize)],
+    init: InitFrom<'_>,
+    runtime: &Arc<LoraRuntime>,
+    device: &Device,
+) -> Result<Vec<LoraLayer>> {
+    let mut rng = match init {
+        InitFrom::Seed(seed) => Some(SplitMix64::new(seed)),
+        InitFrom::Weights(_) => None,
+    };
+    let mut out = Vec::with_capacity(targets.len());
+    for (id, (path, inp, outp)) in targets.iter().enumerate() {
+        let (a, b) = match (&mut rng, init) {
+            (Some(rng), _) => {
+                let a: Vec<f32> = match spec.init {
+                    LoraInit::Kaiming => {
+                        let bound = 1.0 / (*inp as f64).sqrt();
+                        (0..spec.r * inp)
+                            .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32)
+                            .collect()
+                    }
+                    LoraInit::Gaussian => {
+                        let std = 1.0 / spec.r as f64;
+                        (0..spec.r * inp)
+                            .map(|_| (rng.next_normal() * std) as f32)
+                            .collect()
+                    }
+                };
+                (
+                    Tensor::from_vec(a, (spec.r, *inp), device)?,
+                    Tensor::zeros((*outp, spec.r), DType::F32, device)?,
+                )
+            }
+            (None, InitFrom::Weights(map)) => {
+                let Some((a, b)) = map.get(path) else {
+                    candle_core::bail!("the adapter has no weights for module {path}");
+                };
+                let r = a.dim(0)?;
+                if a.dims() != [r, *inp] || b.dims() != [*outp, r] {
+                    candle_core::bail!(
+                        "adapter weights for {path}: lora_A {:?} / lora_B {:?}, the module needs \
+                         [r, {inp}] / [{outp}, r]",
+                        a.dims(),
+                        b.dims()
+                    );
+                }
+                (
+                    a.to_dtype(DType::F32)?.to_device(device)?,
+                    b.to_dtype(DType::F32)?.to_device(device)?,
+                )
+            }
+            (None, InitFrom::Seed(_)) => unreachable!("a seed always gives an rng"),
+        };
+        let r = a.dim(0)?;
+        out.push(LoraLayer {
+            a: Var::from_tensor(&a)?,
+            b: Var::from_tensor(&b)?,
+            scaling: scaling(spec.lora_alpha, r, spec.use_rslora),
+            dropout: spec.lora_dropout,
+            id: id as u64,
+            runtime: runtime.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// SplitMix64: tiny, seedable and counter-like, enough for initial weights and dropout masks
+/// (torch's generator cannot be reproduced anyway; parity tests start from PEFT's own weights).
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    pub(crate) fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    pub(crate) fn next_normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.next_f64();
+        let u2 = self.next_f64();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(targets: TargetModules, vision: bool) -> LoraSpec {
+        LoraSpec {
+            r: 4,
+            lora_alpha: 8.0,
+            lora_dropout: 0.0,
+            use_rslora: false,
+            target_modules: targets,
+            adapt_vision: vision,
+            init: LoraInit::Kaiming,
+        }
+    }
+
+    #[test]
+    fn names_match_by_suffix_and_vision_only_when_asked() {
+        let names = TargetModules::Names(vec!["gate_proj".into(), "q_proj".into()]);
+        let text = "model.language_model.layers.3.mlp.gate_proj";
+        let vision = "model.visual.blocks.0.mlp.gate_proj";
+        let m = spec(names.clone(), false).matcher().unwrap();
+        assert!(m.matches(text) && !m.matches(vision));
+        assert!(!m.matches("model.language_model.layers.3.mlp.xgate_proj"));
+        let m = spec(names, true).matcher().unwrap();
+        assert!(m.matches(text) && m.matches(vision));
+    }
+
+    #[test]
+    fn regex_must_match_the_whole_name() {
+        let m = spec(TargetModules::Regex(r".*\.q_proj".into()), true)
+            .matcher()
+            .unwrap();
+        assert!(m.matches("model.language_model.layers.0.self_attn.q_proj"));
+        assert!(!m.matches("model.language_model.layers.0.self_attn.q_proj_x"));
+    }
+
+    #[test]
+    fn scaling_follows_rslora() {
+        let mut s = spec(TargetModules::AllLinear, false);
+        assert_eq!(s.scaling(), 2.0);
+        s.use_rslora = true;
+        assert_eq!(s.scaling(), 4.0);
+    }
+
+    #[test]
+    fn kaiming_init_stays_in_bounds_and_b_is_zero() {
+        let s = spec(TargetModules::AllLinear, false);
+        let rt = Arc::new(LoraRuntime::default());
+        let layers = build_layers(
+            &s,
+            &[("m".into(), 16, 8)],
+            InitFrom::Seed(7),
+            &rt,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let a = layers[0].a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(a.iter().all(|v| v.abs() <= 0.25) && a.iter().any(|v| v.abs() > 0.1));
+        let b = layers[0].b.abs().unwrap().sum_all().unwrap();
+        assert_eq!(b.to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn dropout_masks_repeat_for_the_same_key_and_only_in_training() {
+        let mut s = spec(TargetModules::AllLinear, false);
+        s.lora_dropout = 0.5;
+        let rt = Arc::new(LoraRuntime::default());
+        let layers = build_layers(
+            &s,
+            &[("m".into(), 4, 4)],
+            InitFrom::Seed(1),
+            &rt,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let x = Tensor::ones((8, 4), DType::F32, &Device::Cpu).unwrap();
+        let off = layers[0].dropout(x.clone()).unwrap();
+        assert_eq!(off.sum_all().unwrap().to_scalar::<f32>().unwrap(), 32.0);
+        rt.set_training(true);
+        rt.set_dropout_key(11);
+        let a = layers[0]
+            .dropout(x.clone())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let b = layers[0]
+            .dropout(x.clone())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(a, b);
+        assert!(a.iter().flatten().all(|&v| v == 0.0 || v == 2.0));
+        rt.set_dropout_key(12);
+        let c = layers[0].dropout(x).unwrap().to_vec2::<f32>().unwrap();
+        assert_ne!(a, c);
+    }
+}
