@@ -31,6 +31,52 @@ pub enum Command {
     /// Generate the catalog answer ("category1/category2: description") for product images or
     /// catalog rows; prints one JSON object per image, in input order.
     Predict(PredictArgs),
+    /// Fine-tune with LoRA from a TOML config whose keys are the Hugging Face names
+    /// (SFTConfig / TrainingArguments / LoraConfig); see configs/ and the README.
+    Train(TrainArgs),
+    /// Merge a LoRA adapter into its base model and write the result in the Hugging Face layout
+    /// (safetensors shards + index, config, tokenizer and processor files).
+    Export(ExportArgs),
+}
+
+/// `tailor train`
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The training config (TOML with [model], [data], [lora] and [training] sections).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Override one config key, e.g. --set training.max_steps=10 (repeatable; the value is
+    /// read as TOML, else as a string).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Continue from a checkpoint: `latest` (the newest checkpoint-N in output_dir, the default
+    /// when the flag has no value) or a checkpoint folder. The result is the same as an
+    /// uninterrupted run.
+    #[arg(long, num_args = 0..=1, default_missing_value = "latest", value_name = "latest|DIR")]
+    pub resume: Option<String>,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+}
+
+/// `tailor export`
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The base model folder or hub repo id the adapter was trained on.
+    #[arg(long, value_name = "DIR_OR_REPO_ID")]
+    pub model: String,
+    /// The adapter folder (PEFT layout).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: PathBuf,
+    /// Output folder (created; must be empty if it exists).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// dtype of the written weights.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub dtype: DtypeArg,
+    /// Largest shard (decimal units, as transformers: 5GB, 500MB).
+    #[arg(long, default_value = "5GB", value_name = "SIZE")]
+    pub max_shard_size: String,
 }
 
 /// `tailor predict`

@@ -292,6 +292,13 @@ pub fn compute_split(
     })
 }
 
+/// Reads a `split.json` written by `tailor data split` (or `tailor train`).
+pub fn read_split_file(file: &Path) -> Result<SplitIndices> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a split.json", file.display()))
+}
+
 /// Writes `dir/split.json` atomically (temporary file, then rename), so a crash never leaves a
 /// half-written split that a later run would read.
 fn write_split(dir: &Path, split: &SplitIndices) -> Result<()> {

@@ -3,8 +3,10 @@
 mod args;
 mod data;
 mod hub;
+mod interrupt;
 mod predict;
 mod progress;
+mod train;
 
 use std::process::ExitCode;
 
@@ -22,6 +24,8 @@ fn main() -> ExitCode {
             DataCommand::Synth(a) => data::synth(a),
         },
         Command::Predict(a) => predict::predict(a),
+        Command::Train(a) => train::train(a),
+        Command::Export(a) => train::export(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

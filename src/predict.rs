@@ -9,7 +9,6 @@ use candle_core::{DType, Device};
 use serde_json::json;
 use tailor_data::chat::ParsedAnswer;
 use tailor_data::prepare::{Processor, Prompt};
-use tailor_data::split::SplitIndices;
 use tailor_data::{Catalog, ColumnMap, DataError, ImageRef, Row};
 use tailor_model::sampling::Sampling;
 use tailor_model::{AdapterFile, GenerationConfig, Qwen25Vl, VlmInputs};
@@ -127,7 +126,8 @@ fn with_row(mut v: serde_json::Value, row: Option<usize>) -> serde_json::Value {
     v
 }
 
-fn device(d: DeviceArg) -> Result<Device> {
+/// The candle device of `--device`.
+pub(crate) fn device(d: DeviceArg) -> Result<Device> {
     Ok(match d {
         DeviceArg::Cpu => Device::Cpu,
         DeviceArg::Cuda => Device::new_cuda(0)
@@ -217,10 +217,7 @@ fn gather(a: &PredictArgs) -> Result<(Vec<Item>, String)> {
 }
 
 fn read_split(file: &PathBuf, which: &str) -> Result<Vec<usize>> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let split: SplitIndices = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a split.json", file.display()))?;
+    let split = crate::data::read_split_file(file)?;
     Ok(match which {
         "train" => split.train,
         "valid" => split.valid,

@@ -3,8 +3,8 @@
 //! ```text
 //! {cache_dir}/
 //! ├── CACHEDIR.TAG
-//! ├── .locks/models--{org}--{name}/{etag}.lock
-//! └── models--{org}--{name}/
+//! ├── .locks/{type}s--{org}--{name}/{etag}.lock
+//! └── {type}s--{org}--{name}/                  models--… or datasets--…
 //!     ├── blobs/{etag}                         file contents, named by the unquoted ETag
 //!     ├── refs/{revision}                      the commit hash a branch or tag resolved to
 //!     └── snapshots/{commit}/{path} -> ../../blobs/{etag}   relative symlinks
@@ -14,7 +14,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
+use crate::{Error, RepoType, Result};
 
 /// Content huggingface_hub writes to `CACHEDIR.TAG` (the Cache Directory Tagging Standard), so
 /// backup tools skip the cache.
@@ -23,9 +23,10 @@ const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # For information about cache directory tags, see:\n\
 #\thttps://bford.info/cachedir/\n";
 
-/// `models--{org}--{name}`: the repo's folder name inside the cache.
-pub(crate) fn repo_folder_name(repo_id: &str) -> String {
-    format!("models--{}", repo_id.replace('/', "--"))
+/// `models--{org}--{name}` or `datasets--{org}--{name}`: the repo's folder name inside the cache
+/// (huggingface_hub's `repo_folder_name`).
+pub(crate) fn repo_folder_name(repo_type: RepoType, repo_id: &str) -> String {
+    format!("{}--{}", repo_type.plural(), repo_id.replace('/', "--"))
 }
 
 /// A full 40-hex-digit commit hash, which needs no `refs/` lookup.
@@ -215,8 +216,12 @@ mod tests {
     #[test]
     fn folder_names() {
         assert_eq!(
-            repo_folder_name("Qwen/Qwen2.5-VL-3B-Instruct"),
+            repo_folder_name(RepoType::Model, "Qwen/Qwen2.5-VL-3B-Instruct"),
             "models--Qwen--Qwen2.5-VL-3B-Instruct"
+        );
+        assert_eq!(
+            repo_folder_name(RepoType::Dataset, "Marqo/deepfashion-multimodal"),
+            "datasets--Marqo--deepfashion-multimodal"
         );
     }
 

@@ -11,14 +11,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use ureq::http::{Response, StatusCode};
 
-use crate::{Error, HubConfig, Result};
+use crate::{Error, HubConfig, RepoType, Result};
 
 /// How many redirects one request may take before we give up, like common HTTP clients.
 const MAX_REDIRECTS: usize = 10;
 /// huggingface_hub's `HF_HUB_ETAG_TIMEOUT` / `HF_HUB_DOWNLOAD_TIMEOUT` default.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What `GET /api/models/{repo_id}/revision/{revision}` tells us.
+/// What `GET /api/{models,datasets}/{repo_id}/revision/{revision}` tells us.
 #[derive(Debug, Deserialize)]
 pub(crate) struct RepoInfo {
     /// The commit the revision resolves to.
@@ -99,9 +99,14 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// `GET /api/models/{repo_id}/revision/{revision}`: the commit and the file list.
-    pub fn repo_info(&self, repo_id: &str, revision: &str) -> Result<RepoInfo> {
-        let url = repo_info_url(self.cfg.base_url(), repo_id, revision);
+    /// `GET /api/{models,datasets}/{repo_id}/revision/{revision}`: the commit and the file list.
+    pub fn repo_info(
+        &self,
+        repo_type: RepoType,
+        repo_id: &str,
+        revision: &str,
+    ) -> Result<RepoInfo> {
+        let url = repo_info_url(self.cfg.base_url(), repo_type, repo_id, revision);
         let ctx = Ctx {
             repo_id,
             revision,
@@ -119,8 +124,14 @@ impl<'a> Client<'a> {
     }
 
     /// HEAD on `resolve/{revision}/{path}` (huggingface_hub's `get_hf_file_metadata`).
-    pub fn file_meta(&self, repo_id: &str, revision: &str, path: &str) -> Result<FileMeta> {
-        let mut url = resolve_url(self.cfg.base_url(), repo_id, revision, path);
+    pub fn file_meta(
+        &self,
+        repo_type: RepoType,
+        repo_id: &str,
+        revision: &str,
+        path: &str,
+    ) -> Result<FileMeta> {
+        let mut url = resolve_url(self.cfg.base_url(), repo_type, repo_id, revision, path);
         let ctx = Ctx {
             repo_id,
             revision,
@@ -261,18 +272,33 @@ impl<'a> Client<'a> {
     }
 }
 
-/// `{endpoint}/api/models/{repo_id}/revision/{revision}`, as huggingface_hub's `repo_info`.
-pub(crate) fn repo_info_url(base: &str, repo_id: &str, revision: &str) -> String {
+/// `{endpoint}/api/{models,datasets}/{repo_id}/revision/{revision}`, as huggingface_hub's
+/// `model_info` / `dataset_info`.
+pub(crate) fn repo_info_url(
+    base: &str,
+    repo_type: RepoType,
+    repo_id: &str,
+    revision: &str,
+) -> String {
     format!(
-        "{base}/api/models/{repo_id}/revision/{}",
+        "{base}/api/{}/{repo_id}/revision/{}",
+        repo_type.plural(),
         quote(revision, false)
     )
 }
 
-/// `{endpoint}/{repo_id}/resolve/{revision}/{path}`, quoted as huggingface_hub's `hf_hub_url`.
-pub(crate) fn resolve_url(base: &str, repo_id: &str, revision: &str, path: &str) -> String {
+/// `{endpoint}/{prefix}{repo_id}/resolve/{revision}/{path}` (prefix `datasets/` for datasets),
+/// quoted as huggingface_hub's `hf_hub_url`.
+pub(crate) fn resolve_url(
+    base: &str,
+    repo_type: RepoType,
+    repo_id: &str,
+    revision: &str,
+    path: &str,
+) -> String {
     format!(
-        "{base}/{repo_id}/resolve/{}/{}",
+        "{base}/{}{repo_id}/resolve/{}/{}",
+        repo_type.url_prefix(),
         quote(revision, false),
         quote(path, true)
     )
@@ -425,6 +451,33 @@ mod tests {
         assert_eq!(quote("refs/pr/1", false), "refs%2Fpr%2F1");
         assert_eq!(quote("sub dir/a+b.json", true), "sub%20dir/a%2Bb.json");
         assert_eq!(quote("é", true), "%C3%A9");
+    }
+
+    #[test]
+    fn urls_by_repo_type() {
+        let base = "https://hub.example";
+        assert_eq!(
+            repo_info_url(base, RepoType::Model, "o/m", "main"),
+            "https://hub.example/api/models/o/m/revision/main"
+        );
+        assert_eq!(
+            repo_info_url(base, RepoType::Dataset, "o/d", "refs/pr/1"),
+            "https://hub.example/api/datasets/o/d/revision/refs%2Fpr%2F1"
+        );
+        assert_eq!(
+            resolve_url(base, RepoType::Model, "o/m", "main", "config.json"),
+            "https://hub.example/o/m/resolve/main/config.json"
+        );
+        assert_eq!(
+            resolve_url(
+                base,
+                RepoType::Dataset,
+                "o/d",
+                "main",
+                "data/train-00000-of-00001.parquet"
+            ),
+            "https://hub.example/datasets/o/d/resolve/main/data/train-00000-of-00001.parquet"
+        );
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! Hugging Face hub client: a model repo id in, a local folder of its files out.
+//! Hugging Face hub client: a model or dataset repo id in, a local folder of its files out.
 //!
 //! # Brief overview
 //!
-//! - [`is_repo_id`] tells a hub repo id (`org/name`) from a local model path.
+//! - [`is_repo_id`] tells a hub repo id (`org/name`) from a local path.
+//! - [`RepoType`] says whether an id names a model repo (the default) or a dataset repo; the two
+//!   live in separate namespaces on the hub and in the cache (`models--…` / `datasets--…`).
 //! - [`HubConfig`] holds the endpoint, cache folder, token and offline flag;
 //!   [`HubConfig::from_env`] reads them from huggingface_hub's environment variables
 //!   (`HF_ENDPOINT`, `HF_HOME`, `HF_HUB_CACHE`, `HF_TOKEN`, `HF_HUB_OFFLINE`, …).
-//! - [`snapshot_download`] speaks the hub's HTTP protocol (the repo listing API, then a HEAD and a
+//! - [`snapshot_download`] (models) and [`snapshot_download_typed`] (either type) speak the hub's
+//!   HTTP protocol (the repo listing API, then a HEAD and a
 //!   GET on `resolve/` per file, following the CDN redirect of large files) and stores files in
 //!   huggingface_hub's cache layout (`blobs/` named by ETag, `snapshots/{commit}/` of relative
 //!   symlinks, `refs/{revision}`), so Python tools and tailor share one cache and one download.
@@ -20,7 +23,7 @@
 //! Offline mode never touches the network: a repo not in the cache is a clear error.
 //!
 //! ```
-//! use tailor_hub::{Error, HubConfig, is_repo_id, snapshot_download};
+//! use tailor_hub::{Error, HubConfig, RepoType, is_repo_id, snapshot_download, snapshot_download_typed};
 //!
 //! assert!(is_repo_id("Qwen/Qwen2.5-VL-3B-Instruct"));
 //! assert!(!is_repo_id("not a repo"));
@@ -33,6 +36,12 @@
 //!     offline: true,
 //! };
 //! let result = snapshot_download(&cfg, "Qwen/Qwen2.5-VL-3B-Instruct", "main", &["*.json"], &|_| {});
+//! assert!(matches!(result, Err(Error::NotCached { offline: true, .. })));
+//!
+//! // A dataset repo: same protocol under `datasets/`, cached as `datasets--{org}--{name}`.
+//! let result = snapshot_download_typed(
+//!     &cfg, RepoType::Dataset, "Marqo/deepfashion-multimodal", "main", &["*.parquet"], &|_| {},
+//! );
 //! assert!(matches!(result, Err(Error::NotCached { offline: true, .. })));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -47,7 +56,7 @@ mod snapshot;
 use std::path::PathBuf;
 
 pub use config::{DEFAULT_ENDPOINT, HubConfig};
-pub use snapshot::snapshot_download;
+pub use snapshot::{snapshot_download, snapshot_download_typed};
 
 /// Result of hub operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -184,6 +193,40 @@ fn auth_hint(gated: bool, token_sent: bool) -> &'static str {
             "the repo is private, gated or missing; if you have access, set HF_TOKEN (or run `hf auth login`)"
         }
         (false, true) => "the token was rejected or has no access to this repo; check HF_TOKEN",
+    }
+}
+
+/// The kind of hub repo an id names. Models and datasets are separate namespaces: the same
+/// `org/name` can be both, with different files, and they never share a cache folder.
+///
+/// Only the URL prefixes and the cache folder name differ (huggingface_hub's
+/// `REPO_TYPES_URL_PREFIXES` and `repo_folder_name`); headers, redirects, blobs, refs and offline
+/// behaviour are the same.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RepoType {
+    /// A model repo: `{endpoint}/{id}/resolve/…`, cached as `models--{org}--{name}`.
+    #[default]
+    Model,
+    /// A dataset repo: `{endpoint}/datasets/{id}/resolve/…`, cached as `datasets--{org}--{name}`.
+    Dataset,
+}
+
+impl RepoType {
+    /// The plural the API and the cache use: `models` or `datasets`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            RepoType::Model => "models",
+            RepoType::Dataset => "datasets",
+        }
+    }
+
+    /// What goes before the repo id in `resolve/` URLs: nothing for models (huggingface_hub's
+    /// default type), `datasets/` for datasets.
+    pub(crate) fn url_prefix(self) -> &'static str {
+        match self {
+            RepoType::Model => "",
+            RepoType::Dataset => "datasets/",
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::cache::{self, repo_folder_name};
 use crate::http::{Client, Ctx, repo_info_url};
-use crate::{Error, HubConfig, Progress, Result, is_valid_repo_id, pattern};
+use crate::{Error, HubConfig, Progress, RepoType, Result, is_valid_repo_id, pattern};
 
 /// Read size for file bodies: small enough for smooth progress, large enough to be cheap.
 const CHUNK: usize = 1 << 16;
@@ -16,8 +16,9 @@ const MAX_RETRIES: u32 = 5;
 /// The pause before the first resume; it doubles with each further one (0.05 s to 0.8 s).
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
-/// Resolves `repo_id` at `revision` (a branch, tag or commit hash; usually `"main"`) to a local
-/// snapshot folder, `{cache_dir}/models--{org}--{name}/snapshots/{commit}/`, downloading the files
+/// Resolves the model repo `repo_id` at `revision` (a branch, tag or commit hash; usually
+/// `"main"`) to a local snapshot folder, `{cache_dir}/models--{org}--{name}/snapshots/{commit}/`,
+/// downloading the files
 /// that match `allow` (fnmatch patterns where `*` also crosses `/`; an empty list means every file).
 ///
 /// Files already in the snapshot are not requested again, and a blob shared with another
@@ -31,8 +32,27 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// cached snapshot recorded for `revision` is returned instead; the revision itself not existing
 /// on the hub is always an error. `progress` is called as bytes arrive, and once per file that
 /// was already cached.
+///
+/// This is [`snapshot_download_typed`] with [`RepoType::Model`].
 pub fn snapshot_download(
     cfg: &HubConfig,
+    repo_id: &str,
+    revision: &str,
+    allow: &[&str],
+    progress: &dyn Fn(Progress<'_>),
+) -> Result<PathBuf> {
+    snapshot_download_typed(cfg, RepoType::Model, repo_id, revision, allow, progress)
+}
+
+/// [`snapshot_download`] for a repo of any [`RepoType`]: a dataset is listed with
+/// `/api/datasets/{repo_id}/revision/{revision}`, its files come from
+/// `/datasets/{repo_id}/resolve/{commit}/{path}`, and its snapshot is
+/// `{cache_dir}/datasets--{org}--{name}/snapshots/{commit}/`, as huggingface_hub's
+/// `snapshot_download(repo_type="dataset")` lays it out. Everything else (headers, redirects,
+/// blobs, refs, offline mode, errors) is the same as for models.
+pub fn snapshot_download_typed(
+    cfg: &HubConfig,
+    repo_type: RepoType,
     repo_id: &str,
     revision: &str,
     allow: &[&str],
@@ -42,7 +62,7 @@ pub fn snapshot_download(
         return Err(Error::InvalidRepoId(repo_id.to_owned()));
     }
     cache::check_revision(revision)?;
-    let storage = cfg.cache_dir.join(repo_folder_name(repo_id));
+    let storage = cfg.cache_dir.join(repo_folder_name(repo_type, repo_id));
     let not_cached = |offline| Error::NotCached {
         repo_id: repo_id.to_owned(),
         revision: revision.to_owned(),
@@ -55,14 +75,14 @@ pub fn snapshot_download(
     }
 
     let client = Client::new(cfg);
-    let info = match client.repo_info(repo_id, revision) {
+    let info = match client.repo_info(repo_type, repo_id, revision) {
         Ok(info) => info,
         // As in huggingface_hub: a revision the hub says does not exist must not silently
         // resolve to an old cached copy; anything else (no network, hub down, auth) may.
         Err(e @ Error::RevisionNotFound { .. }) => return Err(e),
         Err(e) => return cache::cached_snapshot(&storage, revision).ok_or(e),
     };
-    let url = repo_info_url(cfg.base_url(), repo_id, revision);
+    let url = repo_info_url(cfg.base_url(), repo_type, repo_id, revision);
     let commit = match info.sha {
         Some(sha) if cache::is_plain_component(&sha) => sha,
         _ => {
@@ -89,6 +109,7 @@ pub fn snapshot_download(
         client: &client,
         cfg,
         storage: &storage,
+        repo_type,
         repo_id,
         commit: &commit,
     };
@@ -114,6 +135,7 @@ struct Job<'a> {
     client: &'a Client<'a>,
     cfg: &'a HubConfig,
     storage: &'a Path,
+    repo_type: RepoType,
     repo_id: &'a str,
     commit: &'a str,
 }
@@ -129,7 +151,9 @@ impl Job<'_> {
             return Ok(());
         }
 
-        let meta = self.client.file_meta(self.repo_id, self.commit, path)?;
+        let meta = self
+            .client
+            .file_meta(self.repo_type, self.repo_id, self.commit, path)?;
         let blobs = self.storage.join("blobs");
         let blob = blobs.join(&meta.etag);
         if !blob.is_file() {
@@ -143,7 +167,7 @@ impl Job<'_> {
                 .cfg
                 .cache_dir
                 .join(".locks")
-                .join(repo_folder_name(self.repo_id));
+                .join(repo_folder_name(self.repo_type, self.repo_id));
             fs::create_dir_all(&locks).map_err(io_err(&locks))?;
             let lock_path = locks.join(format!("{}.lock", meta.etag));
             // Another process may be fetching the same blob into a shared cache; wait for it

@@ -10,10 +10,26 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use support::{FakeFile, FakeHub, FakeRepo};
-use tailor_hub::{Error, HubConfig, Progress, snapshot_download};
+use tailor_hub::{
+    Error, HubConfig, Progress, RepoType, snapshot_download, snapshot_download_typed,
+};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 const REPO: &str = "tailor-test/tiny-model";
+/// The dataset repo's commit; its id is `REPO` too, to show the two namespaces never meet.
+const DATASET_COMMIT: &str = "fedcba9876543210fedcba9876543210fedcba98";
+/// Catalog files and the card, as tailor's `resolve_dataset` selects them (`src/hub.rs`).
+const DATASET_FILES: &[&str] = &[
+    "*.parquet",
+    "*.json",
+    "*.jsonl",
+    "*.csv",
+    "README.md",
+    "*.jpg",
+    "*.jpeg",
+    "*.png",
+    "*.webp",
+];
 
 /// The tiny-model fixture's JSON files, a nested plain file and an LFS "weights" file.
 fn tiny_repo() -> FakeRepo {
@@ -50,6 +66,41 @@ fn tiny_repo() -> FakeRepo {
         files,
         token: None,
         old_id: None,
+        dataset: false,
+    }
+}
+
+/// A tiny dataset repo in the hub's layout (one LFS parquet shard under `data/`, the card, and a
+/// `.gitattributes` that the dataset patterns leave out), under the same id as the model.
+fn tiny_dataset() -> FakeRepo {
+    // Any bytes do for the hub: only tailor-data reads them as parquet.
+    let shard: Vec<u8> = b"PAR1"
+        .iter()
+        .copied()
+        .chain((0..20_000u32).map(|i| (i * 13 % 251) as u8))
+        .chain(*b"PAR1")
+        .collect();
+    FakeRepo {
+        id: REPO.into(),
+        commit: DATASET_COMMIT.into(),
+        files: vec![
+            FakeFile::new(
+                ".gitattributes",
+                b"*.parquet filter=lfs diff=lfs\n".to_vec(),
+            ),
+            FakeFile::new(
+                "README.md",
+                b"---\nconfigs:\n- config_name: default\n  data_files: data/*.parquet\n---\n"
+                    .to_vec(),
+            ),
+            FakeFile {
+                lfs: true,
+                ..FakeFile::new("data/train-00000-of-00001.parquet", shard)
+            },
+        ],
+        token: None,
+        old_id: None,
+        dataset: true,
     }
 }
 
@@ -65,8 +116,24 @@ fn config(endpoint: &str, cache: &Path) -> HubConfig {
 /// One progress callback, owned: path, bytes done, bytes total, from cache.
 type Event = (String, u64, u64, bool);
 
-/// Runs a download, collecting every progress event.
+/// Runs a model download of `main` with the untyped entry point, collecting every progress event.
 fn download(cfg: &HubConfig, repo: &str, allow: &[&str]) -> (Result<PathBuf, Error>, Vec<Event>) {
+    recorded(|record| snapshot_download(cfg, repo, "main", allow, record))
+}
+
+/// Runs a download of `main` for a repo of the given type, collecting every progress event.
+fn download_typed(
+    cfg: &HubConfig,
+    repo_type: RepoType,
+    repo: &str,
+    allow: &[&str],
+) -> (Result<PathBuf, Error>, Vec<Event>) {
+    recorded(|record| snapshot_download_typed(cfg, repo_type, repo, "main", allow, record))
+}
+
+fn recorded(
+    run: impl FnOnce(&dyn Fn(Progress<'_>)) -> Result<PathBuf, Error>,
+) -> (Result<PathBuf, Error>, Vec<Event>) {
     let events = RefCell::new(Vec::new());
     let record = |p: Progress<'_>| {
         assert!(p.index < p.count && p.done <= p.total, "{p:?}");
@@ -74,7 +141,7 @@ fn download(cfg: &HubConfig, repo: &str, allow: &[&str]) -> (Result<PathBuf, Err
             .borrow_mut()
             .push((p.path.to_owned(), p.done, p.total, p.cached));
     };
-    let result = snapshot_download(cfg, repo, "main", allow, &record);
+    let result = run(&record);
     (result, events.into_inner())
 }
 
@@ -521,4 +588,188 @@ fn ignored_range_restarts_the_file() {
         "no duplicated bytes"
     );
     assert_eq!(cdn_gets(&hub).len(), 2);
+}
+
+#[test]
+fn dataset_downloads_into_its_own_cache_folder() {
+    let model = tiny_repo();
+    let dataset = tiny_dataset();
+    let mut hub = FakeHub::start(vec![model.clone(), dataset.clone()]);
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = config(&hub.endpoint(), cache.path());
+
+    let (result, events) = download_typed(&cfg, RepoType::Dataset, REPO, DATASET_FILES);
+    let snapshot = result.unwrap();
+    let storage = cache.path().join("datasets--tailor-test--tiny-model");
+    assert_eq!(snapshot, storage.join("snapshots").join(DATASET_COMMIT));
+    assert_eq!(
+        fs::read_to_string(storage.join("refs/main")).unwrap(),
+        DATASET_COMMIT
+    );
+    assert_eq!(
+        names(&snapshot),
+        ["README.md", "data"],
+        ".gitattributes is left out"
+    );
+    assert_eq!(
+        names(&snapshot.join("data")),
+        ["train-00000-of-00001.parquet"]
+    );
+    for file in dataset.files.iter().filter(|f| f.path != ".gitattributes") {
+        let pointer = snapshot.join(&file.path);
+        let ups = "../".repeat(file.path.matches('/').count() + 2);
+        assert_eq!(
+            fs::read_link(&pointer).unwrap(),
+            PathBuf::from(format!("{ups}blobs/{}", file.etag()))
+        );
+        assert_eq!(fs::read(&pointer).unwrap(), file.body, "{}", file.path);
+        let last = events.iter().rev().find(|e| e.0 == file.path).unwrap();
+        assert_eq!((last.1, last.3), (file.body.len() as u64, false));
+    }
+    assert!(
+        cache
+            .path()
+            .join(".locks/datasets--tailor-test--tiny-model")
+            .is_dir()
+    );
+
+    // Every request used the dataset URLs: the listing API and `datasets/…/resolve/`.
+    let seen: Vec<String> = hub
+        .seen()
+        .into_iter()
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect();
+    let shard = dataset.files.iter().find(|f| f.lfs).unwrap();
+    assert_eq!(
+        seen,
+        [
+            format!("GET /api/datasets/{REPO}/revision/main"),
+            format!("HEAD /datasets/{REPO}/resolve/{DATASET_COMMIT}/README.md"),
+            format!("GET /datasets/{REPO}/resolve/{DATASET_COMMIT}/README.md"),
+            format!(
+                "HEAD /datasets/{REPO}/resolve/{DATASET_COMMIT}/data/train-00000-of-00001.parquet"
+            ),
+            format!("GET /cdn/{}?X-Amz-Signature=abc", shard.etag()),
+        ]
+    );
+
+    // The model with the same id lands beside it, and neither snapshot sees the other's files.
+    let model_snapshot = download(&cfg, REPO, &[]).0.unwrap();
+    assert_eq!(
+        model_snapshot,
+        cache
+            .path()
+            .join("models--tailor-test--tiny-model/snapshots")
+            .join(COMMIT)
+    );
+    assert!(model_snapshot.join("config.json").is_file());
+    assert!(!model_snapshot.join("README.md").exists());
+    assert_eq!(names(&snapshot), ["README.md", "data"]);
+    assert_eq!(
+        names(cache.path()),
+        [
+            ".locks",
+            "CACHEDIR.TAG",
+            "datasets--tailor-test--tiny-model",
+            "models--tailor-test--tiny-model"
+        ]
+    );
+
+    // A second run lists the dataset and requests no file.
+    hub.clear_seen();
+    let (again, events) = download_typed(&cfg, RepoType::Dataset, REPO, DATASET_FILES);
+    assert_eq!(again.unwrap(), snapshot);
+    assert_eq!(file_requests(&hub), Vec::<String>::new());
+    assert!(events.iter().all(|e| e.3));
+
+    // With the hub gone and HF_HUB_OFFLINE set, both resolve from the cache, each to its own.
+    hub.stop();
+    let cache_dir = cache.path().to_str().unwrap().to_owned();
+    let endpoint = hub.endpoint();
+    let offline = HubConfig::from_lookup(&|key| match key {
+        "HF_HUB_OFFLINE" => Some("1".into()),
+        "HF_HUB_CACHE" => Some(cache_dir.clone()),
+        "HF_ENDPOINT" => Some(endpoint.clone()),
+        _ => None,
+    });
+    assert!(offline.offline && offline.cache_dir == cache.path());
+    let (cached, events) = download_typed(&offline, RepoType::Dataset, REPO, DATASET_FILES);
+    assert_eq!(cached.unwrap(), snapshot);
+    assert!(events.is_empty(), "offline lists nothing: {events:?}");
+    assert_eq!(
+        download_typed(&offline, RepoType::Model, REPO, &[])
+            .0
+            .unwrap(),
+        model_snapshot
+    );
+    let pinned = snapshot_download_typed(
+        &offline,
+        RepoType::Dataset,
+        REPO,
+        DATASET_COMMIT,
+        &[],
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(pinned, snapshot);
+    // The model's commit is not a snapshot of the dataset.
+    let err = snapshot_download_typed(&offline, RepoType::Dataset, REPO, COMMIT, &[], &|_| {})
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NotCached { offline: true, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn model_and_dataset_ids_never_resolve_to_each_other() {
+    let hub = FakeHub::start(vec![tiny_repo()]);
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = config(&hub.endpoint(), cache.path());
+    download(&cfg, REPO, &["*.json"]).0.unwrap();
+
+    // Only a model exists under the id: the dataset is not found, online or from the cache.
+    let err = download_typed(&cfg, RepoType::Dataset, REPO, DATASET_FILES)
+        .0
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::RepoNotFound { repo_id } if repo_id == REPO),
+        "{err:?}"
+    );
+    let offline = HubConfig {
+        offline: true,
+        ..cfg.clone()
+    };
+    let err = download_typed(&offline, RepoType::Dataset, REPO, DATASET_FILES)
+        .0
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NotCached { offline: true, .. }),
+        "{err:?}"
+    );
+    assert!(
+        !cache
+            .path()
+            .join("datasets--tailor-test--tiny-model")
+            .exists()
+    );
+
+    // And the other way round: a dataset-only id is no model.
+    let hub = FakeHub::start(vec![tiny_dataset()]);
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = config(&hub.endpoint(), cache.path());
+    download_typed(&cfg, RepoType::Dataset, REPO, DATASET_FILES)
+        .0
+        .unwrap();
+    let err = download(&cfg, REPO, &[]).0.unwrap_err();
+    assert!(matches!(err, Error::RepoNotFound { .. }), "{err:?}");
+    let offline = HubConfig {
+        offline: true,
+        ..cfg
+    };
+    let err = download(&offline, REPO, &[]).0.unwrap_err();
+    assert!(
+        matches!(err, Error::NotCached { offline: true, .. }),
+        "{err:?}"
+    );
 }

@@ -253,6 +253,14 @@ fn mix(seed: u64, counter: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Fault injection for the crash tests (`TAILOR_FAULT=point:step`): `crash_after_update:N`
+/// aborts the process right after update N (like `kill -9` between checkpoints),
+/// `crash_in_checkpoint:N` aborts halfway through writing checkpoint N, `nan_loss:N` makes
+/// update N's loss NaN. Unset in normal use; read once per call, cheap.
+fn fault(point: &str, step: u64) -> bool {
+    std::env::var("TAILOR_FAULT").is_ok_and(|v| v == format!("{point}:{step}"))
+}
+
 /// Fails early when `dir` cannot be created or written.
 pub fn check_writable(dir: &Path) -> Result<()> {
     let fail = |source| TrainError::Unwritable {
@@ -457,6 +465,9 @@ pub fn train<S: BatchSource>(
         }
         let path = write_atomically::<TrainError>(out, step, |tmp| {
             adapter.save(tmp, &settings.base_model_name_or_path)?;
+            if fault("crash_in_checkpoint", step) {
+                std::process::abort();
+            }
             tailor_model::adapter::write_safetensors(
                 &tmp.join(OPTIMIZER_FILE),
                 &optim.state_tensors().into_iter().collect(),
@@ -540,6 +551,9 @@ pub fn train<S: BatchSource>(
             }
         }
         adapter.runtime().set_training(false);
+        if fault("nan_loss", step) {
+            step_loss = f64::NAN;
+        }
         let last_checkpoint = || checkpoint::latest_checkpoint(out).ok();
         if !step_loss.is_finite() || total_tokens == 0 {
             return Err(TrainError::NonFinite {
@@ -655,6 +669,9 @@ pub fn train<S: BatchSource>(
         };
         if save_now || interrupted {
             save(&mut state, &optim, on)?;
+        }
+        if fault("crash_after_update", step) {
+            std::process::abort();
         }
         if interrupted {
             on(Event::Interrupted { step });

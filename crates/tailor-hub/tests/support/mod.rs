@@ -1,5 +1,7 @@
 //! A loopback stand-in for the Hugging Face hub: the listing API, `resolve/` with the hub's
-//! headers (including the LFS redirect to a CDN URL), auth, 404s and a connection cut mid-body.
+//! headers (including the LFS redirect to a CDN URL), auth, 404s and a connection cut mid-body,
+//! for model repos (`/api/models/…`, `/{id}/resolve/…`) and dataset repos (`/api/datasets/…`,
+//! `/datasets/{id}/resolve/…`).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -72,6 +74,9 @@ pub struct FakeRepo {
     pub token: Option<String>,
     /// A former name: requests for it get the hub's relative 307 to the current name.
     pub old_id: Option<String>,
+    /// A dataset repo rather than a model repo: a separate namespace, so a model and a dataset
+    /// may share an id.
+    pub dataset: bool,
 }
 
 pub struct FakeHub {
@@ -254,17 +259,27 @@ fn route(repos: &[FakeRepo], cdn_addr: SocketAddr, request: &Seen) -> Reply {
             None => Reply::new(404),
         };
     }
-    let (repo, rest) = if let Some(api) = path.strip_prefix("/api/models/") {
+    let (dataset, repo, rest) = if let Some(api) = path.strip_prefix("/api/models/") {
         let Some((repo_id, revision)) = api.split_once("/revision/") else {
             return Reply::new(404);
         };
-        (repo_id, Err(revision))
-    } else {
-        let Some((repo_id, rest)) = path[1..].split_once("/resolve/") else {
+        (false, repo_id, Err(revision))
+    } else if let Some(api) = path.strip_prefix("/api/datasets/") {
+        let Some((repo_id, revision)) = api.split_once("/revision/") else {
             return Reply::new(404);
         };
-        (repo_id, Ok(rest))
+        (true, repo_id, Err(revision))
+    } else {
+        let (dataset, rest) = match path.strip_prefix("/datasets/") {
+            Some(rest) => (true, rest),
+            None => (false, &path[1..]),
+        };
+        let Some((repo_id, rest)) = rest.split_once("/resolve/") else {
+            return Reply::new(404);
+        };
+        (dataset, repo_id, Ok(rest))
     };
+    let repos: Vec<&FakeRepo> = repos.iter().filter(|r| r.dataset == dataset).collect();
     if let Some(renamed) = repos.iter().find(|r| r.old_id.as_deref() == Some(repo)) {
         let moved = path.replacen(repo, &renamed.id, 1);
         return Reply::new(307).header("Location", moved);

@@ -1,0 +1,458 @@
+//! End-to-end tests of `tailor train`, `tailor predict --adapter` and `tailor export` on the tiny
+//! fixture model and the synthetic catalog: the whole flow, exact resume after crashes (abort
+//! between checkpoints, abort inside a checkpoint write, a real `kill -9`), Ctrl-C, a NaN loss,
+//! an unwritable output folder and config errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn tailor(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tailor"));
+    cmd.args(args)
+        .env_remove("TAILOR_FAULT")
+        .current_dir(root());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run tailor")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = tailor(args, &[]);
+    assert!(
+        out.status.success(),
+        "tailor {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A catalog shared by the tests of one process (written once).
+fn catalog() -> PathBuf {
+    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tailor-train-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("catalog.parquet");
+        ok(&["data", "synth", "--out", p(&file), "--rows", "96"]);
+        file
+    })
+    .clone()
+}
+
+/// A config for the tiny model: 8 updates of 2 micro-batches of 4, dropout on, evaluation and a
+/// checkpoint every 2 updates.
+fn config(dir: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[model]
+name_or_path = "tests/fixtures/model/tied"
+dtype = "f32"
+
+[data]
+dataset = "{catalog}"
+group_by = "item_ID"
+
+[lora]
+r = 4
+lora_alpha = 8
+lora_dropout = 0.1
+target_modules = ["q_proj", "v_proj", "gate_proj"]
+
+[training]
+output_dir = "{out}"
+max_steps = 8
+per_device_train_batch_size = 4
+per_device_eval_batch_size = 4
+gradient_accumulation_steps = 2
+gradient_checkpointing = true
+learning_rate = 5e-3
+lr_scheduler_type = "linear"
+warmup_steps = 2
+max_grad_norm = 0.3
+logging_steps = 1
+eval_strategy = "steps"
+eval_steps = 2
+save_steps = 2
+save_total_limit = 2
+metric_for_best_model = "eval_loss"
+bf16 = false
+{extra}
+"#,
+        catalog = p(&catalog()),
+        out = p(&dir.join("out")),
+    );
+    let file = dir.join("train.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn adapter_bytes(out: &Path) -> Vec<u8> {
+    std::fs::read(out.join("adapter_model.safetensors")).unwrap()
+}
+
+fn uninterrupted() -> Vec<u8> {
+    static ONCE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "");
+        ok(&["train", "--config", p(&cfg)]);
+        adapter_bytes(&dir.path().join("out"))
+    })
+    .clone()
+}
+
+#[test]
+fn train_then_predict_with_the_adapter_then_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "load_best_model_at_end = true");
+    let out = dir.path().join("out");
+    let run = ok(&["train", "--config", p(&cfg)]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("trainable params:"), "{stderr}");
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "trainer_state.json",
+        "log.jsonl",
+        "split.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // Rotation kept two checkpoints, the best among them.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("trainer_state.json")).unwrap())
+            .unwrap();
+    let best = state["best_model_checkpoint"].as_str().unwrap().to_string();
+    assert!(
+        Path::new(&best).is_dir(),
+        "best checkpoint {best} was rotated away"
+    );
+    let kept = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("checkpoint-")
+        })
+        .count();
+    assert_eq!(kept, 2);
+    // The final adapter is the best checkpoint's.
+    assert_eq!(
+        adapter_bytes(&out),
+        std::fs::read(Path::new(&best).join("adapter_model.safetensors")).unwrap()
+    );
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    let entries: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let train_logs = entries.iter().filter(|e| e.get("loss").is_some()).count();
+    let evals = entries
+        .iter()
+        .filter(|e| e.get("eval_loss").is_some())
+        .count();
+    assert_eq!((train_logs, evals), (8, 4));
+    for e in entries.iter().filter(|e| e.get("loss").is_some()) {
+        for k in [
+            "step",
+            "epoch",
+            "loss",
+            "learning_rate",
+            "grad_norm",
+            "tokens_per_second",
+            "samples_per_second",
+        ] {
+            assert!(e.get(k).is_some(), "log entry without {k}: {e}");
+        }
+    }
+
+    // predict with the adapter, then with the merged export: the same greedy tokens.
+    let split = out.join("split.json");
+    let cat = catalog();
+    let predict = |model: &str, adapter: Option<&Path>| -> Vec<serde_json::Value> {
+        let mut args = vec![
+            "predict",
+            "--model",
+            model,
+            "--dataset",
+            p(&cat),
+            "--split-file",
+            p(&split),
+            "--split",
+            "test",
+            "--max-new-tokens",
+            "6",
+        ];
+        if let Some(a) = adapter {
+            args.extend(["--adapter", p(a)]);
+        }
+        let out = ok(&args);
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let base = predict("tests/fixtures/model/tied", None);
+    let adapted = predict("tests/fixtures/model/tied", Some(&out));
+    assert!(!adapted.is_empty());
+    assert_ne!(
+        base.iter()
+            .map(|v| v["token_ids"].clone())
+            .collect::<Vec<_>>(),
+        adapted
+            .iter()
+            .map(|v| v["token_ids"].clone())
+            .collect::<Vec<_>>(),
+        "the adapter changes nothing"
+    );
+    let merged = dir.path().join("merged");
+    let exported = ok(&[
+        "export",
+        "--model",
+        "tests/fixtures/model/tied",
+        "--adapter",
+        p(&out),
+        "--out",
+        p(&merged),
+    ]);
+    assert!(String::from_utf8_lossy(&exported.stderr).contains("merged with the adapter"));
+    assert!(merged.join("model.safetensors.index.json").is_file());
+    assert!(merged.join("tokenizer.json").is_file());
+    let from_merged = predict(p(&merged), None);
+    assert_eq!(
+        from_merged
+            .iter()
+            .map(|v| v["token_ids"].clone())
+            .collect::<Vec<_>>(),
+        adapted
+            .iter()
+            .map(|v| v["token_ids"].clone())
+            .collect::<Vec<_>>()
+    );
+    // Exporting over a non-empty folder is refused.
+    let again = tailor(
+        &[
+            "export",
+            "--model",
+            "tests/fixtures/model/tied",
+            "--adapter",
+            p(&out),
+            "--out",
+            p(&merged),
+        ],
+        &[],
+    );
+    assert!(!again.status.success());
+}
+
+fn resume_after(fault: &str, expect_tmp: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let out = dir.path().join("out");
+    let crashed = tailor(&["train", "--config", p(&cfg)], &[("TAILOR_FAULT", fault)]);
+    assert!(!crashed.status.success(), "{fault}: the run did not crash");
+    assert!(!out.join("adapter_model.safetensors").exists());
+    let tmp_left = std::fs::read_dir(&out).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".tmp-")
+    });
+    assert_eq!(tmp_left, expect_tmp, "{fault}");
+    let resumed = ok(&["train", "--config", p(&cfg), "--resume"]);
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming after update 4"));
+    assert!(
+        adapter_bytes(&out) == uninterrupted(),
+        "{fault}: resumed adapter differs"
+    );
+}
+
+#[test]
+fn a_crash_between_checkpoints_resumes_to_identical_weights() {
+    resume_after("crash_after_update:5", false);
+}
+
+#[test]
+fn a_crash_inside_a_checkpoint_write_leaves_nothing_resume_would_pick() {
+    resume_after("crash_in_checkpoint:6", true);
+}
+
+/// Starts a run, waits until `checkpoint-2` exists, then sends `signal`.
+fn interrupt(signal: &str) -> (tempfile::TempDir, PathBuf, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough that the signal lands mid-run.
+    let cfg = config(dir.path(), "");
+    let out = dir.path().join("out");
+    let child = Command::new(env!("CARGO_BIN_EXE_tailor"))
+        .args([
+            "train",
+            "--config",
+            p(&cfg),
+            "--set",
+            "training.max_steps=40",
+        ])
+        .env_remove("TAILOR_FAULT")
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !out.join("checkpoint-2").is_dir() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    (dir, cfg, output)
+}
+
+#[test]
+fn kill_9_at_any_point_then_resume_latest_matches_an_uninterrupted_run() {
+    let (dir, cfg, output) = interrupt("-KILL");
+    let out = dir.path().join("out");
+    if output.status.success() {
+        // The run finished before the signal; nothing to resume.
+        return;
+    }
+    let resumed = ok(&[
+        "train",
+        "--config",
+        p(&cfg),
+        "--set",
+        "training.max_steps=40",
+        "--resume",
+        "latest",
+    ]);
+    assert!(resumed.status.success());
+    // Compare with an uninterrupted 40-update run.
+    let clean = tempfile::tempdir().unwrap();
+    let clean_cfg = config(clean.path(), "");
+    ok(&[
+        "train",
+        "--config",
+        p(&clean_cfg),
+        "--set",
+        "training.max_steps=40",
+    ]);
+    assert!(adapter_bytes(&out) == adapter_bytes(&clean.path().join("out")));
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+    let (dir, _cfg, output) = interrupt("-INT");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    if stderr.contains("done:") {
+        return; // finished before the signal
+    }
+    assert!(stderr.contains("stopped after update"), "{stderr}");
+    let out = dir.path().join("out");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tailor_latest(&out).join("trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    let step = state["global_step"].as_u64().unwrap();
+    assert!(step >= 2 && step < 40, "{step}");
+}
+
+fn tailor_latest(out: &Path) -> PathBuf {
+    let mut steps: Vec<(u64, PathBuf)> = std::fs::read_dir(out)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let n = e
+                .file_name()
+                .to_string_lossy()
+                .strip_prefix("checkpoint-")?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    steps.sort();
+    steps.pop().unwrap().1
+}
+
+#[test]
+fn a_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let out = tailor(
+        &["train", "--config", p(&cfg)],
+        &[("TAILOR_FAULT", "nan_loss:5")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("step 5: the loss is NaN") && stderr.contains("checkpoint-4"),
+        "{stderr}"
+    );
+    assert!(
+        dir.path()
+            .join("out/checkpoint-4/adapter_model.safetensors")
+            .is_file()
+    );
+}
+
+#[test]
+fn an_unwritable_output_dir_fails_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let cfg = config(dir.path(), "");
+    let out = tailor(
+        &[
+            "train",
+            "--config",
+            p(&cfg),
+            "--set",
+            &format!("training.output_dir=\"{}\"", p(&blocker.join("out"))),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not writable") && !stderr.contains("trainable params"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_errors_name_the_key_and_list_the_valid_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "learning_rte = 1e-4");
+    let out = tailor(&["train", "--config", p(&cfg)], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("learning_rte")
+            && stderr.contains("learning_rate")
+            && stderr.contains("train.toml"),
+        "{stderr}"
+    );
+    // The shipped recipe config parses.
+    let help = ok(&["train", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--resume"));
+}
