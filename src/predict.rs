@@ -1,7 +1,7 @@
 //! `tailor predict`: generate the catalog answer for images or catalog rows, one JSON line each.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -216,7 +216,7 @@ fn gather(a: &PredictArgs) -> Result<(Vec<Item>, String)> {
     Ok((items, catalog.image_column().to_string()))
 }
 
-fn read_split(file: &PathBuf, which: &str) -> Result<Vec<usize>> {
+fn read_split(file: &Path, which: &str) -> Result<Vec<usize>> {
     let split = crate::data::read_split_file(file)?;
     Ok(match which {
         "train" => split.train,

@@ -373,7 +373,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     )
     .unwrap();
     let step = state["global_step"].as_u64().unwrap();
-    assert!(step >= 2 && step < 40, "{step}");
+    assert!((2..40).contains(&step), "{step}");
 }
 
 fn tailor_latest(out: &Path) -> PathBuf {

@@ -1118,6 +1118,83 @@ fn check_structure(doc: &toml::Table) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// What the trainer and the model need, resolved from a validated config.
+impl TrainConfig {
+    /// The LoRA settings of `[lora]`.
+    pub fn lora_spec(&self) -> tailor_model::LoraSpec {
+        let l = &self.lora;
+        tailor_model::LoraSpec {
+            r: l.r,
+            lora_alpha: l.lora_alpha,
+            lora_dropout: l.lora_dropout,
+            use_rslora: l.use_rslora,
+            target_modules: match &l.target_modules {
+                TargetModules::Names(n) => tailor_model::TargetModules::Names(n.clone()),
+                TargetModules::AllLinear => tailor_model::TargetModules::AllLinear,
+                TargetModules::Regex(r) => tailor_model::TargetModules::Regex(r.clone()),
+            },
+            adapt_vision: l.adapt_vision,
+            init: match l.init_lora_weights {
+                InitLoraWeights::Default => tailor_model::LoraInit::Kaiming,
+                InitLoraWeights::Gaussian => tailor_model::LoraInit::Gaussian,
+            },
+        }
+    }
+
+    /// The loop's settings of `[training]`, with transformers' resolutions (eval steps from
+    /// logging steps, best-metric direction, warmup as a ratio or a count).
+    pub fn settings(&self) -> crate::trainer::Settings {
+        use crate::trainer::{LossNormalization, Strategy};
+        let t = &self.training;
+        let metric = t
+            .resolved_metric_for_best_model()
+            .map(|m| m.strip_prefix("eval_").unwrap_or(m).to_string());
+        crate::trainer::Settings {
+            output_dir: t.output_dir.clone(),
+            base_model_name_or_path: self.model.name_or_path.clone(),
+            batch_size: t.per_device_train_batch_size,
+            eval_batch_size: t.per_device_eval_batch_size,
+            accumulation: t.gradient_accumulation_steps,
+            num_train_epochs: t.num_train_epochs,
+            max_steps: t.max_steps,
+            adamw: crate::optim::AdamWConfig {
+                lr: t.learning_rate,
+                beta1: t.adam_beta1,
+                beta2: t.adam_beta2,
+                eps: t.adam_epsilon,
+                weight_decay: t.weight_decay,
+            },
+            scheduler: t.lr_scheduler_type,
+            warmup: t.warmup_ratio.or(t.warmup_steps).unwrap_or(0.0),
+            max_grad_norm: t.max_grad_norm,
+            logging_steps: t.logging_steps,
+            eval_strategy: match t.eval_strategy {
+                IntervalStrategy::No => Strategy::No,
+                IntervalStrategy::Steps => Strategy::Steps,
+                IntervalStrategy::Epoch => Strategy::Epoch,
+            },
+            eval_steps: t.resolved_eval_steps().unwrap_or(t.logging_steps),
+            save_strategy: match t.save_strategy {
+                SaveStrategy::No => Strategy::No,
+                SaveStrategy::Steps => Strategy::Steps,
+                SaveStrategy::Epoch => Strategy::Epoch,
+                SaveStrategy::Best => Strategy::Best,
+            },
+            save_steps: t.save_steps,
+            save_total_limit: t.save_total_limit.map(|l| l as u64),
+            metric_for_best_model: metric,
+            greater_is_better: t.resolved_greater_is_better().unwrap_or(false),
+            load_best_model_at_end: t.load_best_model_at_end,
+            gradient_checkpointing: t.gradient_checkpointing,
+            seed: t.seed,
+            loss_normalization: match t.loss_normalization {
+                LossNormalizationKey::Tokens => LossNormalization::Tokens,
+                LossNormalizationKey::MicroBatchMean => LossNormalization::MicroBatchMean,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1546,83 +1623,6 @@ output_dir = "out"
             ).unwrap();
             prop_assert_eq!(c.training.learning_rate, lr);
             prop_assert_eq!(c.lora.r, r);
-        }
-    }
-}
-
-/// What the trainer and the model need, resolved from a validated config.
-impl TrainConfig {
-    /// The LoRA settings of `[lora]`.
-    pub fn lora_spec(&self) -> tailor_model::LoraSpec {
-        let l = &self.lora;
-        tailor_model::LoraSpec {
-            r: l.r,
-            lora_alpha: l.lora_alpha,
-            lora_dropout: l.lora_dropout,
-            use_rslora: l.use_rslora,
-            target_modules: match &l.target_modules {
-                TargetModules::Names(n) => tailor_model::TargetModules::Names(n.clone()),
-                TargetModules::AllLinear => tailor_model::TargetModules::AllLinear,
-                TargetModules::Regex(r) => tailor_model::TargetModules::Regex(r.clone()),
-            },
-            adapt_vision: l.adapt_vision,
-            init: match l.init_lora_weights {
-                InitLoraWeights::Default => tailor_model::LoraInit::Kaiming,
-                InitLoraWeights::Gaussian => tailor_model::LoraInit::Gaussian,
-            },
-        }
-    }
-
-    /// The loop's settings of `[training]`, with transformers' resolutions (eval steps from
-    /// logging steps, best-metric direction, warmup as a ratio or a count).
-    pub fn settings(&self) -> crate::trainer::Settings {
-        use crate::trainer::{LossNormalization, Strategy};
-        let t = &self.training;
-        let metric = t
-            .resolved_metric_for_best_model()
-            .map(|m| m.strip_prefix("eval_").unwrap_or(m).to_string());
-        crate::trainer::Settings {
-            output_dir: t.output_dir.clone(),
-            base_model_name_or_path: self.model.name_or_path.clone(),
-            batch_size: t.per_device_train_batch_size,
-            eval_batch_size: t.per_device_eval_batch_size,
-            accumulation: t.gradient_accumulation_steps,
-            num_train_epochs: t.num_train_epochs,
-            max_steps: t.max_steps,
-            adamw: crate::optim::AdamWConfig {
-                lr: t.learning_rate,
-                beta1: t.adam_beta1,
-                beta2: t.adam_beta2,
-                eps: t.adam_epsilon,
-                weight_decay: t.weight_decay,
-            },
-            scheduler: t.lr_scheduler_type,
-            warmup: t.warmup_ratio.or(t.warmup_steps).unwrap_or(0.0),
-            max_grad_norm: t.max_grad_norm,
-            logging_steps: t.logging_steps,
-            eval_strategy: match t.eval_strategy {
-                IntervalStrategy::No => Strategy::No,
-                IntervalStrategy::Steps => Strategy::Steps,
-                IntervalStrategy::Epoch => Strategy::Epoch,
-            },
-            eval_steps: t.resolved_eval_steps().unwrap_or(t.logging_steps),
-            save_strategy: match t.save_strategy {
-                SaveStrategy::No => Strategy::No,
-                SaveStrategy::Steps => Strategy::Steps,
-                SaveStrategy::Epoch => Strategy::Epoch,
-                SaveStrategy::Best => Strategy::Best,
-            },
-            save_steps: t.save_steps,
-            save_total_limit: t.save_total_limit.map(|l| l as u64),
-            metric_for_best_model: metric,
-            greater_is_better: t.resolved_greater_is_better().unwrap_or(false),
-            load_best_model_at_end: t.load_best_model_at_end,
-            gradient_checkpointing: t.gradient_checkpointing,
-            seed: t.seed,
-            loss_normalization: match t.loss_normalization {
-                LossNormalizationKey::Tokens => LossNormalization::Tokens,
-                LossNormalizationKey::MicroBatchMean => LossNormalization::MicroBatchMean,
-            },
         }
     }
 }
