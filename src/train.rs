@@ -15,7 +15,7 @@ use tailor_model::{AdapterFile, Checkpoint, InitFrom, Qwen25Vl, expected_tensors
 use tailor_train::checkpoint::latest_checkpoint;
 use tailor_train::config::TrainConfig;
 use tailor_train::data::CatalogSource;
-use tailor_train::trainer::{Event, check_writable, train as run_training};
+use tailor_train::trainer::{Event, FullWeights, Trainable, check_writable, train as run_training};
 
 use crate::args::{ExportArgs, TrainArgs};
 
@@ -62,8 +62,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let cfg = TrainConfig::from_file(&a.config, &a.set)?;
     if cfg
         .lora
-        .modules_to_save
         .as_ref()
+        .and_then(|l| l.modules_to_save.as_ref())
         .is_some_and(|m| !m.is_empty())
     {
         bail!(
@@ -162,21 +162,44 @@ pub fn train(a: TrainArgs) -> Result<()> {
 
     let device = crate::predict::device(a.device)?;
     let dtype = cfg.resolved_dtype().to_candle();
-    let mut model = Qwen25Vl::load(&model_dir, dtype, &device)
-        .with_context(|| format!("loading the model in {}", model_dir.display()))?;
-    let adapter = model.attach_lora(&cfg.lora_spec(), InitFrom::Seed(cfg.training.seed))?;
+    // LoRA when the config has a [lora] section, else every weight (full fine-tuning).
+    let (model, trainable): (Qwen25Vl, Box<dyn Trainable>) = match cfg.lora_spec() {
+        Some(spec) => {
+            let mut model = Qwen25Vl::load(&model_dir, dtype, &device)
+                .with_context(|| format!("loading the model in {}", model_dir.display()))?;
+            let adapter = model.attach_lora(&spec, InitFrom::Seed(cfg.training.seed))?;
+            (model, Box::new(adapter))
+        }
+        None => {
+            let (model, vars) = Qwen25Vl::load_trainable(&model_dir, dtype, &device)
+                .with_context(|| format!("loading the model in {}", model_dir.display()))?;
+            eprintln!("no [lora] section: training every weight of the model");
+            (
+                model,
+                Box::new(FullWeights {
+                    vars,
+                    source_dir: model_dir.clone(),
+                }),
+            )
+        }
+    };
     let checkpoint = Checkpoint::open(&model_dir)?;
     let base: usize = expected_tensors(model.config(), !checkpoint.ties_lm_head(model.config()))
         .iter()
         .map(|t| t.shape.iter().product::<usize>())
         .sum();
-    let trainable = adapter.num_params();
+    let trainable_count = trainable.num_params();
+    let all = if cfg.lora.is_some() {
+        base + trainable_count
+    } else {
+        base
+    };
     // PEFT's `print_trainable_parameters` line.
     eprintln!(
         "trainable params: {} || all params: {} || trainable%: {:.4}",
-        thousands(trainable),
-        thousands(base + trainable),
-        100.0 * trainable as f64 / (base + trainable) as f64
+        thousands(trainable_count),
+        thousands(all),
+        100.0 * trainable_count as f64 / all as f64
     );
     std::fs::copy(&a.config, out.join("tailor_config.toml"))
         .with_context(|| format!("copying {} into {}", a.config.display(), out.display()))?;
@@ -242,7 +265,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     };
     let outcome = run_training(
         &model,
-        &adapter,
+        trainable.as_ref(),
         &train_set,
         Some(&valid_set),
         &cfg.settings(),

@@ -32,29 +32,17 @@ import sys
 import warnings
 from pathlib import Path
 
-import peft
-import safetensors
 import torch
-import transformers
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from transformers import Qwen2_5_VLForConditionalGeneration
+
+from common import check_versions
 
 PINNED = {"torch": "2.15.0", "transformers": "5.24.0", "peft": "0.21.2", "safetensors": "0.8.0"}
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BASE = REPO / "tests" / "fixtures" / "model" / "tied"
 BATCH_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw")
-
-
-def check_versions() -> None:
-    found = {
-        "torch": torch.__version__.split("+")[0],
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "safetensors": safetensors.__version__,
-    }
-    if found != PINNED:
-        sys.exit(f"version mismatch: want {PINNED}, found {found}")
 
 
 def fail(msg: str) -> None:
@@ -118,7 +106,7 @@ def logits_of(model, batch: dict) -> torch.Tensor:
 
 
 def main() -> None:
-    check_versions()
+    check_versions(PINNED)
     if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
     torch.set_num_threads(1)

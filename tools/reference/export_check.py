@@ -43,7 +43,8 @@ from safetensors.torch import save_file
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adapter_interop import check_versions, fail, load_checked_adapter, logits_of, reference_batch  # noqa: E402
+from adapter_interop import PINNED, fail, load_checked_adapter, logits_of, reference_batch  # noqa: E402
+from common import check_versions  # noqa: E402
 
 TOLERANCE = 1e-4
 
@@ -92,7 +93,7 @@ def processor_check(merged_dir: Path, base_dir: Path) -> dict:
 
 
 def main() -> None:
-    check_versions()
+    check_versions(PINNED)
     if len(sys.argv) != 5:
         sys.exit(__doc__)
     torch.set_num_threads(1)

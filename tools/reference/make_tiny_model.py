@@ -35,6 +35,8 @@ from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, 
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 
+from common import check_versions, write_json
+
 PINNED = {"tokenizers": "0.23.3", "transformers": "5.24.0", "trl": "1.16.0"}
 
 # The pre-tokenizer regex of transformers' Qwen2Tokenizer (and of the real tokenizer.json).
@@ -108,12 +110,6 @@ CATEGORIES = {
 }
 LOWER_CASE_CATEGORIES = ["dresses", "tees", "blouses", "skirts", "shorts", "pants", "sweaters", "jackets",
                          "cardigans", "hoodies", "jeans", "coats", "shirts", "polos", "rompers", "leggings"]
-
-
-def check_versions() -> None:
-    found = {"tokenizers": tokenizers.__version__, "transformers": transformers.__version__, "trl": trl.__version__}
-    if found != PINNED:
-        sys.exit(f"version mismatch: want {PINNED}, found {found}")
 
 
 def caption(rng: random.Random) -> str:
@@ -196,10 +192,6 @@ def build_tokenizer() -> Tokenizer:
     return tok
 
 
-def write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def processor_template() -> str:
     # TRL ships the Qwen2.5-VL processor template; the hub's chat_template.json holds the same text
     # without the trailing newline (which trim_blocks would remove anyway).
@@ -208,7 +200,7 @@ def processor_template() -> str:
 
 
 def main() -> None:
-    check_versions()
+    check_versions(PINNED)
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     out = Path(sys.argv[1])

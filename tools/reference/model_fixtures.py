@@ -56,11 +56,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import PIL
 import safetensors
-import tokenizers
 import torch
-import transformers
 from PIL import Image
 from safetensors.torch import save_file
 from transformers import (
@@ -70,6 +67,7 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
     Qwen2_5_VLProcessor,
 )
+from common import check_versions, write_json
 from hf_processor import build_processor
 from transformers.vision_utils import get_vision_attention_seqlens, get_vision_window_index
 
@@ -167,23 +165,6 @@ GEN_PROMPTS = [
     (1, SYSTEM_PROMPT, USER_PROMPT),
     (1, None, "Describe this product."),
 ]
-
-
-def check_versions() -> None:
-    found = {
-        "torch": torch.__version__.split("+")[0],
-        "transformers": transformers.__version__,
-        "pillow": PIL.__version__,
-        "safetensors": safetensors.__version__,
-        "numpy": np.__version__,
-        "tokenizers": tokenizers.__version__,
-    }
-    if found != PINNED:
-        sys.exit(f"version mismatch: want {PINNED}, found {found}")
-
-
-def write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def make_image(seed: int, size: tuple[int, int]) -> Image.Image:
@@ -795,7 +776,7 @@ def verify(folder: Path) -> dict:
 
 
 def main() -> None:
-    check_versions()
+    check_versions(PINNED)
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     torch.set_num_threads(1)

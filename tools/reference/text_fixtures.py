@@ -28,13 +28,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import PIL
-import tokenizers
 import torch
-import transformers
-import trl
 from PIL import Image
 from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+from common import check_versions
 from hf_processor import build_processor
 
 PINNED = {
@@ -139,18 +136,6 @@ BATCHES = {
 }
 
 
-def check_versions() -> None:
-    found = {
-        "torch": torch.__version__.split("+")[0],
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "trl": trl.__version__,
-        "pillow": PIL.__version__,
-    }
-    if found != PINNED:
-        sys.exit(f"version mismatch: want {PINNED}, found {found}")
-
-
 def make_image(seed: int, size: tuple[int, int]) -> Image.Image:
     h, w = size
     return Image.fromarray(np.random.RandomState(seed).randint(0, 256, (h, w, 3), dtype=np.uint8))
@@ -179,7 +164,7 @@ def assistant_labels(ids: list[int], tokenizer, image_id: int, pad_id: int) -> l
 
 
 def main() -> None:
-    check_versions()
+    check_versions(PINNED)
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     model_dir, out_path = Path(sys.argv[1]), Path(sys.argv[2])

@@ -118,22 +118,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-import accelerate
 import datasets
 import numpy as np
-import peft
-import PIL
-import safetensors
-import tokenizers
 import torch
 import transformers
-import trl
 from PIL import Image
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from transformers import Qwen2_5_VLForConditionalGeneration, TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import check_versions, write_json  # noqa: E402
 from hf_processor import build_processor  # noqa: E402
 
 PINNED = {
@@ -178,27 +173,6 @@ TRL_ROWS = [
     (58, 84, "WOMEN/shoes: White sneakers."),
     (55, 60, "MEN/shoes: Brown boots with laces."),
 ]
-
-
-def check_versions() -> None:
-    found = {
-        "torch": torch.__version__.split("+")[0],
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "trl": trl.__version__,
-        "datasets": datasets.__version__,
-        "accelerate": accelerate.__version__,
-        "pillow": PIL.__version__,
-        "safetensors": safetensors.__version__,
-        "numpy": np.__version__,
-        "tokenizers": tokenizers.__version__,
-    }
-    if found != PINNED:
-        sys.exit(f"version mismatch: want {PINNED}, found {found}")
-
-
-def write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def load_base(model_dir: Path) -> Qwen2_5_VLForConditionalGeneration:
@@ -683,7 +657,7 @@ def main() -> None:
     # order of target_modules in peft_vision's adapter_config.json follows string hashing: pin it.
     if os.environ.get("PYTHONHASHSEED") != "0":
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "PYTHONHASHSEED": "0"})
-    check_versions()
+    check_versions(PINNED)
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     torch.set_num_threads(1)

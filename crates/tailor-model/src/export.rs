@@ -176,8 +176,25 @@ fn write_json(path: &Path, value: &Value) -> Result<()> {
     })
 }
 
+/// Writes a whole model's weights (`(canonical name, tensor)`) as `model.safetensors` with the
+/// on-disk names, and copies the other files of `source_dir` (config, tokenizer, processor):
+/// the folder then loads like any Hugging Face model folder (full fine-tuning checkpoints).
+pub fn save_full_model(
+    source_dir: &Path,
+    weights: &[(String, Tensor)],
+    out_dir: &Path,
+) -> Result<()> {
+    let dtype = weights.first().map_or(DType::F32, |(_, t)| t.dtype());
+    let tensors: BTreeMap<String, Tensor> = weights
+        .iter()
+        .map(|(name, t)| (on_disk_name(name), t.clone()))
+        .collect();
+    write_safetensors(&out_dir.join("model.safetensors"), &tensors)?;
+    copy_model_files(source_dir, out_dir, dtype)
+}
+
 /// Copies every non-weight file of the model folder; `config.json` gets the export dtype.
-fn copy_model_files(model_dir: &Path, out_dir: &Path, dtype: DType) -> Result<()> {
+pub fn copy_model_files(model_dir: &Path, out_dir: &Path, dtype: DType) -> Result<()> {
     let entries = std::fs::read_dir(model_dir).map_err(|source| ModelError::Io {
         path: model_dir.to_path_buf(),
         source,

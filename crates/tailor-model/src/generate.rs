@@ -43,6 +43,7 @@ use serde::Deserialize;
 
 use crate::cache::KvCache;
 use crate::config::Config;
+use crate::constrain::{PrefixState, PrefixTrie};
 use crate::error::ModelError;
 use crate::model::{Qwen25Vl, VlmInputs};
 use crate::sampling::{LogitsPipeline, Rng, Sampling};
@@ -165,6 +166,7 @@ impl RawGenerationConfig {
             },
             eos_token_ids,
             pad_token_id,
+            prefix: None,
         })
     }
 }
@@ -180,6 +182,8 @@ pub struct GenerationConfig {
     pub eos_token_ids: Vec<u32>,
     /// Fed to rows that have ended.
     pub pad_token_id: u32,
+    /// Allowed answer prefixes (constrained decoding), or `None` for free decoding.
+    pub prefix: Option<std::sync::Arc<PrefixTrie>>,
 }
 
 impl GenerationConfig {
@@ -210,6 +214,7 @@ impl GenerationConfig {
                 .or_else(|| eos_token_ids.first().copied())
                 .unwrap_or(0),
             eos_token_ids,
+            prefix: None,
         }
     }
 }
@@ -336,6 +341,12 @@ impl Qwen25Vl {
             Sampling::Greedy => 0,
         };
         let mut rng = Rng::new(seed);
+        let mut states: Vec<PrefixState> = (0..b)
+            .map(|_| match &cfg.prefix {
+                Some(trie) => trie.start(),
+                None => PrefixState::Done,
+            })
+            .collect();
         let (mut logits, mut cache) = self.prefill(inputs, rope_deltas, l + cfg.max_new_tokens)?;
         for step in 0..cfg.max_new_tokens {
             let rows = logits.to_vec2::<f32>()?;
@@ -344,9 +355,15 @@ impl Qwen25Vl {
                 if out[row].finished {
                     continue;
                 }
+                if let Some(trie) = &cfg.prefix {
+                    trie.mask(states[row], &mut row_logits);
+                }
                 let token = cfg
                     .pipeline
                     .next_token(&mut row_logits, &history[row], &mut rng);
+                if let Some(trie) = &cfg.prefix {
+                    states[row] = trie.advance(states[row], token);
+                }
                 if cfg.eos_token_ids.contains(&token) {
                     out[row].finished = true;
                 } else {

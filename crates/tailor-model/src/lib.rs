@@ -55,6 +55,7 @@
 pub mod adapter;
 mod cache;
 pub mod config;
+pub mod constrain;
 pub mod error;
 pub mod export;
 mod generate;
@@ -70,6 +71,7 @@ pub mod weights;
 pub use adapter::{Adapter, AdapterFile};
 pub use cache::KvCache;
 pub use config::{Config, SpecialTokenIds, TextConfig, VisionConfig};
+pub use constrain::PrefixTrie;
 pub use error::{ModelError, Result, ShapeMismatch, TensorSpec, WeightReport};
 pub use generate::{
     DEFAULT_MAX_NEW_TOKENS, EosTokenIds, Generated, GenerationConfig, RawGenerationConfig,

@@ -173,6 +173,39 @@ impl Qwen25Vl {
         self.vision_lora
     }
 
+    /// Loads a model whose every weight is a trainable [`Var`](candle_core::Var) (full
+    /// fine-tuning), returned by canonical name in checkpoint order. A tied `lm_head` is the
+    /// embedding `Var` itself, so it is listed once.
+    pub fn load_trainable(
+        dir: &Path,
+        dtype: DType,
+        device: &Device,
+    ) -> crate::Result<(Self, Vec<(String, candle_core::Var)>)> {
+        let cfg = Config::from_file(&dir.join("config.json"))?;
+        let checkpoint = Checkpoint::open(dir)?;
+        let report = checkpoint.report(&cfg);
+        if !report.is_clean() {
+            return Err(crate::ModelError::WeightMismatch(report));
+        }
+        let tied = checkpoint.ties_lm_head(&cfg);
+        let varmap = candle_nn::VarMap::new();
+        let mut vars = Vec::new();
+        {
+            let mut data = varmap
+                .data()
+                .lock()
+                .expect("a fresh VarMap is not poisoned");
+            for spec in crate::weights::expected_tensors(&cfg, !tied) {
+                let t = checkpoint.load(&spec.name, device)?.to_dtype(dtype)?;
+                let var = candle_core::Var::from_tensor(&t)?;
+                data.insert(spec.name.clone(), var.clone());
+                vars.push((spec.name, var));
+            }
+        }
+        let vb = VarBuilder::from_varmap(&varmap, dtype, device);
+        Ok((Self::new(&cfg, vb)?, vars))
+    }
+
     /// The resolved configuration.
     pub fn config(&self) -> &Config {
         &self.cfg

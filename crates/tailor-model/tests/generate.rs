@@ -466,3 +466,33 @@ fn a_collated_batch_generates_the_reference_ids() {
         assert_eq!((&got.ids, got.finished), (&ids, finished), "prompt {k}");
     }
 }
+
+/// With a prefix trie, every row starts with one of the allowed sequences (here sequences the
+/// free greedy decoding does not produce), then continues freely.
+#[test]
+fn constrained_prefixes_are_always_respected() {
+    let f = Fixture::load("tied");
+    let (inputs, deltas) = f.batch(true);
+    let free = f.model.generate(&inputs, &deltas, &f.config(1.0)).unwrap();
+    let first: Vec<u32> = free.iter().filter_map(|g| g.ids.first().copied()).collect();
+    // Two allowed prefixes whose first tokens no free row chose.
+    let unused: Vec<u32> = (100u32..400)
+        .filter(|t| !first.contains(t))
+        .take(3)
+        .collect();
+    let allowed = vec![
+        vec![unused[0], unused[1]],
+        vec![unused[0], unused[2], unused[1]],
+    ];
+    let mut cfg = f.config(1.0);
+    cfg.prefix = Some(std::sync::Arc::new(tailor_model::PrefixTrie::new(&allowed)));
+    let constrained = f.model.generate(&inputs, &deltas, &cfg).unwrap();
+    for g in &constrained {
+        assert!(
+            allowed.iter().any(|p| g.ids.starts_with(p)),
+            "{:?} does not start with an allowed prefix",
+            g.ids
+        );
+        assert!(g.ids.len() > 3 || g.finished);
+    }
+}

@@ -57,8 +57,10 @@ pub struct TrainConfig {
     pub model: ModelSection,
     /// `[data]`
     pub data: DataSection,
-    /// `[lora]`
-    pub lora: LoraSection,
+    /// `[lora]`; without it every weight of the model is trained (full fine-tuning, as TRL does
+    /// when no `peft_config` is given).
+    #[serde(default)]
+    pub lora: Option<LoraSection>,
     /// `[training]`
     pub training: TrainingArgs,
 }
@@ -761,7 +763,9 @@ impl TrainConfig {
     }
 
     fn validate_lora(&self) -> std::result::Result<(), String> {
-        let l = &self.lora;
+        let Some(l) = &self.lora else {
+            return Ok(());
+        };
         if l.r == 0 {
             return Err("[lora] r must be at least 1".into());
         }
@@ -964,7 +968,7 @@ impl TrainConfig {
                  receives the tensors it uses"
             ));
         }
-        if self.lora.task_type.is_none() {
+        if self.lora.as_ref().is_some_and(|l| l.task_type.is_none()) {
             notes.push("[lora] task_type is unset; tailor trains a CAUSAL_LM adapter".into());
         }
         notes
@@ -1100,6 +1104,8 @@ fn check_structure(doc: &toml::Table) -> std::result::Result<(), String> {
     }
     for s in SECTIONS {
         match doc.get(s) {
+            // Without [lora] every weight is trained (full fine-tuning).
+            None if s == "lora" => {}
             None => return Err(format!("missing section [{s}]")),
             Some(toml::Value::Table(_)) => {}
             Some(_) => return Err(format!("{s} must be a table ([{s}])")),
@@ -1120,10 +1126,10 @@ fn check_structure(doc: &toml::Table) -> std::result::Result<(), String> {
 
 /// What the trainer and the model need, resolved from a validated config.
 impl TrainConfig {
-    /// The LoRA settings of `[lora]`.
-    pub fn lora_spec(&self) -> tailor_model::LoraSpec {
-        let l = &self.lora;
-        tailor_model::LoraSpec {
+    /// The LoRA settings of `[lora]`, or `None` for full fine-tuning.
+    pub fn lora_spec(&self) -> Option<tailor_model::LoraSpec> {
+        let l = self.lora.as_ref()?;
+        Some(tailor_model::LoraSpec {
             r: l.r,
             lora_alpha: l.lora_alpha,
             lora_dropout: l.lora_dropout,
@@ -1138,7 +1144,7 @@ impl TrainConfig {
                 InitLoraWeights::Default => tailor_model::LoraInit::Kaiming,
                 InitLoraWeights::Gaussian => tailor_model::LoraInit::Gaussian,
             },
-        }
+        })
     }
 
     /// The loop's settings of `[training]`, with transformers' resolutions (eval steps from
@@ -1257,7 +1263,7 @@ output_dir = "out"
         assert_eq!(t.resolved_metric_for_best_model(), None);
         assert_eq!(t.resolved_greater_is_better(), None);
         // LoraConfig.
-        let l = &c.lora;
+        let l = c.lora.as_ref().unwrap();
         assert_eq!((l.r, l.lora_alpha, l.lora_dropout), (8, 8.0, 0.0));
         assert_eq!(l.bias, "none");
         assert!(!l.use_rslora && !l.adapt_vision);
@@ -1280,7 +1286,7 @@ output_dir = "out"
         let c = TrainConfig::from_file(&path, &[]).unwrap();
         assert_eq!(c.model.name_or_path, "Qwen/Qwen2.5-VL-3B-Instruct");
         assert_eq!(c.data.dataset, "Marqo/deepfashion-multimodal");
-        let l = &c.lora;
+        let l = c.lora.as_ref().unwrap();
         assert_eq!((l.r, l.lora_alpha, l.lora_dropout), (8, 16.0, 0.05));
         assert_eq!(
             l.target_modules,
@@ -1374,13 +1380,19 @@ output_dir = "out"
             "{e}"
         );
         let c = parse(&MINIMAL.replace("[\"q_proj\", \"v_proj\"]", "\"all-linear\"")).unwrap();
-        assert_eq!(c.lora.target_modules, TargetModules::AllLinear);
+        assert_eq!(
+            c.lora.as_ref().unwrap().target_modules,
+            TargetModules::AllLinear
+        );
         let c = parse(&MINIMAL.replace(
             "[\"q_proj\", \"v_proj\"]",
             r#"'.*language_model.*\.(q|v)_proj'"#,
         ))
         .unwrap();
-        assert!(matches!(c.lora.target_modules, TargetModules::Regex(_)));
+        assert!(matches!(
+            c.lora.as_ref().unwrap().target_modules,
+            TargetModules::Regex(_)
+        ));
         let e = err(parse(
             &MINIMAL.replace("[\"q_proj\", \"v_proj\"]", "\"(q_proj\""),
         ));
@@ -1533,8 +1545,11 @@ output_dir = "out"
         )
         .unwrap();
         assert_eq!(c.training.learning_rate, 1e-4);
-        assert_eq!(c.lora.r, 16);
-        assert_eq!(c.lora.target_modules, TargetModules::AllLinear);
+        assert_eq!(c.lora.as_ref().unwrap().r, 16);
+        assert_eq!(
+            c.lora.as_ref().unwrap().target_modules,
+            TargetModules::AllLinear
+        );
         assert_eq!(c.model.name_or_path, "/models/qwen");
         assert_eq!(c.training.report_to, vec!["wandb".to_string()]);
         assert_eq!(
@@ -1560,8 +1575,11 @@ output_dir = "out"
         assert!(e.contains("not a table"), "{e}");
         // A missing section can come entirely from overrides.
         let no_lora = MINIMAL.replace("[lora]\ntarget_modules = [\"q_proj\", \"v_proj\"]\n", "");
-        assert!(parse(&no_lora).is_err());
-        assert!(parse_set(&no_lora, &["lora.target_modules=[\"q_proj\"]"]).is_ok());
+        // Without [lora] the config means full fine-tuning.
+        let full = parse(&no_lora).unwrap();
+        assert!(full.lora.is_none() && full.lora_spec().is_none());
+        let c = parse_set(&no_lora, &["lora.target_modules=[\"q_proj\"]"]).unwrap();
+        assert!(c.lora_spec().is_some());
     }
 
     #[test]
@@ -1596,7 +1614,7 @@ output_dir = "out"
             "[lora]\nr = 16\nlora_alpha = 32\nuse_rslora = true\n",
         ))
         .unwrap();
-        assert_eq!(c.lora.scaling(), 8.0);
+        assert_eq!(c.lora.as_ref().unwrap().scaling(), 8.0);
         let e = err(parse(
             &MINIMAL.replace("[data]\n", "[data]\nmax_length = 1.5\n"),
         ));
@@ -1622,7 +1640,7 @@ output_dir = "out"
                 &[&format!("training.learning_rate={lr:e}"), &format!("lora.r={r}")],
             ).unwrap();
             prop_assert_eq!(c.training.learning_rate, lr);
-            prop_assert_eq!(c.lora.r, r);
+            prop_assert_eq!(c.lora.as_ref().unwrap().r, r);
         }
     }
 }

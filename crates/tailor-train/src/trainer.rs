@@ -58,6 +58,90 @@ pub trait BatchSource {
     }
 }
 
+/// What the loop trains: its parameters, how dropout is driven, and how its state is saved into
+/// and restored from a checkpoint folder (and `output_dir` at the end).
+pub trait Trainable {
+    /// The trainable tensors by name, in a fixed order.
+    fn params(&self) -> Vec<(String, candle_core::Var)>;
+    /// Training mode (dropout on) or evaluation mode.
+    fn set_training(&self, on: bool);
+    /// The dropout key of the next forward pass.
+    fn set_dropout_key(&self, key: u64);
+    /// Writes the trained weights into `dir` (which exists).
+    fn save(&self, dir: &Path, base_model_name_or_path: &str) -> Result<()>;
+    /// Sets the live weights from what [`Trainable::save`] wrote into `dir`.
+    fn restore(&self, dir: &Path, device: &Device) -> Result<()>;
+    /// Number of trainable values.
+    fn num_params(&self) -> usize {
+        self.params().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+}
+
+impl Trainable for Adapter {
+    fn params(&self) -> Vec<(String, candle_core::Var)> {
+        Adapter::params(self)
+    }
+
+    fn set_training(&self, on: bool) {
+        self.runtime().set_training(on);
+    }
+
+    fn set_dropout_key(&self, key: u64) {
+        self.runtime().set_dropout_key(key);
+    }
+
+    fn save(&self, dir: &Path, base_model_name_or_path: &str) -> Result<()> {
+        Ok(Adapter::save(self, dir, base_model_name_or_path)?)
+    }
+
+    fn restore(&self, dir: &Path, device: &Device) -> Result<()> {
+        restore_adapter(self, dir, device)
+    }
+}
+
+/// Every weight of the model (full fine-tuning): checkpoints and the final output are complete
+/// model folders (`model.safetensors` plus the source folder's config and tokenizer files).
+#[derive(Debug, Clone)]
+pub struct FullWeights {
+    /// The weights by canonical name ([`Qwen25Vl::load_trainable`]).
+    pub vars: Vec<(String, candle_core::Var)>,
+    /// The model folder whose non-weight files are copied next to saved weights.
+    pub source_dir: PathBuf,
+}
+
+impl Trainable for FullWeights {
+    fn params(&self) -> Vec<(String, candle_core::Var)> {
+        self.vars.clone()
+    }
+
+    // No dropout outside LoRA branches: Qwen2.5-VL's attention dropout is 0.
+    fn set_training(&self, _on: bool) {}
+
+    fn set_dropout_key(&self, _key: u64) {}
+
+    fn save(&self, dir: &Path, _base: &str) -> Result<()> {
+        let weights: Vec<(String, Tensor)> = self
+            .vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        Ok(tailor_model::export::save_full_model(
+            &self.source_dir,
+            &weights,
+            dir,
+        )?)
+    }
+
+    fn restore(&self, dir: &Path, device: &Device) -> Result<()> {
+        let checkpoint = tailor_model::Checkpoint::open(dir)?;
+        for (name, var) in &self.vars {
+            let t = checkpoint.load(name, device)?;
+            var.set(&t.to_dtype(var.dtype())?)?;
+        }
+        Ok(())
+    }
+}
+
 /// A boxed error from a data source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -303,12 +387,12 @@ fn micro_batch<S: BatchSource>(
 /// transformers' `eval_loss`: the mean of per-batch mean losses, each weighted by its batch size.
 pub fn evaluate<S: BatchSource>(
     model: &Qwen25Vl,
-    adapter: Option<&Adapter>,
+    adapter: Option<&dyn Trainable>,
     source: &S,
     batch_size: usize,
 ) -> Result<f64> {
     if let Some(a) = adapter {
-        a.runtime().set_training(false);
+        a.set_training(false);
     }
     let device = model.lm_head().device().clone();
     let order: Vec<usize> = (0..source.len()).collect();
@@ -350,7 +434,7 @@ fn restore_adapter(adapter: &Adapter, dir: &Path, device: &Device) -> Result<()>
 #[allow(clippy::too_many_arguments)]
 pub fn train<S: BatchSource>(
     model: &Qwen25Vl,
-    adapter: &Adapter,
+    adapter: &dyn Trainable,
     train: &S,
     valid: Option<&S>,
     settings: &Settings,
@@ -428,7 +512,7 @@ pub fn train<S: BatchSource>(
                 saved.train_batch_size, saved.max_steps, settings.batch_size, steps.max_steps
             )));
         }
-        restore_adapter(adapter, ckpt, &device)?;
+        adapter.restore(ckpt, &device)?;
         let moments = candle_core::safetensors::load(ckpt.join(OPTIMIZER_FILE), &device)?;
         optim.load_state(&moments, saved.tailor.optimizer_steps)?;
         state = saved;
@@ -521,13 +605,11 @@ pub fn train<S: BatchSource>(
         let total_tokens: usize = micro.iter().map(|m| m.tokens).sum();
         let step = state.global_step + 1;
 
-        adapter.runtime().set_training(true);
+        adapter.set_training(true);
         let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
         let mut step_loss = 0.0f64;
         for (j, mb) in micro.iter().enumerate() {
-            adapter
-                .runtime()
-                .set_dropout_key(mix(settings.seed, state.tailor.micro_batches + j as u64));
+            adapter.set_dropout_key(mix(settings.seed, state.tailor.micro_batches + j as u64));
             let normalizer = match settings.loss_normalization {
                 LossNormalization::Tokens => total_tokens as f64,
                 LossNormalization::MicroBatchMean => (mb.tokens * micro.len()) as f64,
@@ -550,7 +632,7 @@ pub fn train<S: BatchSource>(
                 });
             }
         }
-        adapter.runtime().set_training(false);
+        adapter.set_training(false);
         if fault("nan_loss", step) {
             step_loss = f64::NAN;
         }
@@ -687,7 +769,7 @@ pub fn train<S: BatchSource>(
         {
             let best = PathBuf::from(best);
             if best.is_dir() {
-                restore_adapter(adapter, &best, &device)?;
+                adapter.restore(&best, &device)?;
                 best_loaded = Some(best);
             }
         }
