@@ -14,7 +14,22 @@ use clap::Parser;
 
 use crate::args::{Cli, Command, DataCommand};
 
+/// candle sizes its matmul parallelism from `RAYON_NUM_THREADS` on every call and, when the
+/// variable is unset, re-reads `/proc/cpuinfo` each time (seen in profiles of small-model
+/// training). Setting it once to candle's own default keeps the same thread count
+/// without the repeated file reads; a value the user set is kept.
+fn pin_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // candle's own default: physical cores, within the CPUs this process may use.
+        let allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = num_cpus::get_physical().clamp(1, allowed);
+        // SAFETY: called first thing in `main`, before any other thread exists.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    }
+}
+
 fn main() -> ExitCode {
+    pin_thread_count();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data { command } => match command {
