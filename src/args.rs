@@ -37,6 +37,59 @@ pub enum Command {
     /// Merge a LoRA adapter into its base model and write the result in the Hugging Face layout
     /// (safetensors shards + index, config, tokenizer and processor files).
     Export(ExportArgs),
+    /// Generate an answer for every sample of a catalog (or one split of it), score it against
+    /// the catalog's own answer and write metrics.json, predictions.jsonl and report.html.
+    Eval(EvalArgs),
+}
+
+/// `tailor eval`
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model folder or hub repo id.
+    #[arg(long, value_name = "DIR_OR_REPO_ID")]
+    pub model: String,
+    /// A LoRA adapter on top of --model (its split.json, when present, tells the training labels).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// Also evaluate the base model without the adapter, side by side.
+    #[arg(long, requires = "adapter")]
+    pub compare_base: bool,
+    /// The catalog to evaluate on.
+    #[arg(long, value_name = "PATH")]
+    pub dataset: PathBuf,
+    /// A split.json: evaluate only its --split rows (and take the training labels from its train
+    /// rows).
+    #[arg(long, value_name = "FILE")]
+    pub split_file: Option<PathBuf>,
+    /// Which part of --split-file: train, valid or test.
+    #[arg(long, default_value = "test", value_name = "NAME")]
+    pub split: String,
+    /// Output folder for metrics.json, predictions.jsonl and report.html.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Let the model write any category prefix (by default it is restricted to the label pairs
+    /// seen in training when they are known, and the report shows the effect).
+    #[arg(long)]
+    pub no_constrain: bool,
+    /// Evaluate at most this many samples.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Most tokens to generate per sample.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub max_new_tokens: usize,
+    /// Samples per generation batch.
+    #[arg(long, default_value_t = 8, value_name = "B")]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub chat: PromptArgs,
+    /// Weight dtype for computation.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub dtype: DtypeArg,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub pixels: PixelArgs,
 }
 
 /// `tailor train`

@@ -2,6 +2,7 @@
 
 mod args;
 mod data;
+mod eval;
 mod hub;
 mod interrupt;
 mod predict;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => predict::predict(a),
         Command::Train(a) => train::train(a),
         Command::Export(a) => train::export(a),
+        Command::Eval(a) => eval::eval(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device};
 use serde_json::json;
-use tailor_data::chat::ParsedAnswer;
+use tailor_data::chat::{ChatFormat, ParsedAnswer};
 use tailor_data::prepare::{Processor, Prompt};
 use tailor_data::{Catalog, ColumnMap, DataError, ImageRef, Row};
 use tailor_model::sampling::Sampling;
@@ -24,26 +24,87 @@ struct Item {
     source: std::result::Result<Row, DataError>,
 }
 
+/// The candle dtype of `--dtype`.
+pub(crate) fn dtype(d: DtypeArg) -> DType {
+    match d {
+        DtypeArg::F32 => DType::F32,
+        DtypeArg::Bf16 => DType::BF16,
+        DtypeArg::F16 => DType::F16,
+    }
+}
+
+/// Loads the model of `dir` with an optional adapter on top.
+pub(crate) fn load_model(
+    dir: &Path,
+    adapter: Option<&Path>,
+    dtype: DType,
+    device: &Device,
+) -> Result<Qwen25Vl> {
+    let mut model = Qwen25Vl::load(dir, dtype, device)
+        .with_context(|| format!("loading the model in {}", dir.display()))?;
+    if let Some(adapter) = adapter {
+        let file = AdapterFile::read(adapter, device)
+            .with_context(|| format!("reading the adapter in {}", adapter.display()))?;
+        model
+            .load_adapter(&file)
+            .with_context(|| format!("attaching the adapter in {}", adapter.display()))?;
+    }
+    Ok(model)
+}
+
+/// The generated answer of one row, or why its prompt could not be built.
+pub(crate) type Answer = std::result::Result<(String, Vec<u32>), String>;
+
+/// Generates the answers of `rows` (one batch, prompts left-padded together), in order.
+pub(crate) fn answer_rows(
+    processor: &Processor,
+    model: &Qwen25Vl,
+    generation: &GenerationConfig,
+    format: &ChatFormat,
+    image_column: &str,
+    rows: &[std::result::Result<&Row, String>],
+    by_path: bool,
+) -> Result<Vec<Answer>> {
+    let mut answers: Vec<Option<Answer>> = vec![None; rows.len()];
+    let mut prompts: Vec<Prompt> = Vec::new();
+    let mut slots = Vec::new();
+    for (k, row) in rows.iter().enumerate() {
+        let prompt = row.clone().and_then(|row| {
+            processor
+                .prompt(row, format, image_column)
+                .map_err(|e| describe(e, by_path))
+        });
+        match prompt {
+            Ok(p) => {
+                prompts.push(p);
+                slots.push(k);
+            }
+            Err(e) => answers[k] = Some(Err(e)),
+        }
+    }
+    if !prompts.is_empty() {
+        let device = model.lm_head().device();
+        let batch = processor.prompt_batch(&prompts)?;
+        let inputs = VlmInputs::from_batch(&batch, device)?;
+        let generated = model.generate(&inputs, &batch.tokens.rope_deltas, generation)?;
+        let tok = processor.text.tokenizer();
+        for (g, &k) in generated.iter().zip(&slots) {
+            answers[k] = Some(Ok((tok.decode(&g.ids, true)?, g.ids.clone())));
+        }
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every row has an answer or an error"))
+        .collect())
+}
+
 /// `tailor predict`
 pub fn predict(a: PredictArgs) -> Result<()> {
     let dir = crate::hub::resolve_model(&a.model)?;
     let processor = Processor::from_dir(&dir, a.pixels.min_pixels, a.pixels.max_pixels)
         .with_context(|| format!("loading the processor of {}", dir.display()))?;
     let device = device(a.device)?;
-    let dtype = match a.dtype {
-        DtypeArg::F32 => DType::F32,
-        DtypeArg::Bf16 => DType::BF16,
-        DtypeArg::F16 => DType::F16,
-    };
-    let mut model = Qwen25Vl::load(&dir, dtype, &device)
-        .with_context(|| format!("loading the model in {}", dir.display()))?;
-    if let Some(adapter) = &a.adapter {
-        let file = AdapterFile::read(adapter, &device)
-            .with_context(|| format!("reading the adapter in {}", adapter.display()))?;
-        model
-            .load_adapter(&file)
-            .with_context(|| format!("attaching the adapter in {}", adapter.display()))?;
-    }
+    let model = load_model(&dir, a.adapter.as_deref(), dtype(a.dtype), &device)?;
     let generation = generate_config(&a, &dir, &model)?;
     let format = crate::data::prompt_format(&a.chat, "")?;
     let (items, image_column) = gather(&a)?;
@@ -54,53 +115,37 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         None => Box::new(std::io::stdout().lock()),
     };
     let bar = progress::bar((items.len() > 3).then_some(items.len()), "predict");
-    let tok = processor.text.tokenizer();
     for chunk in items.chunks(a.batch_size.max(1)) {
-        // Prompts for the readable items; unreadable ones get their error line in place.
-        let mut lines: Vec<Option<serde_json::Value>> = vec![None; chunk.len()];
-        let mut prompts: Vec<Prompt> = Vec::new();
-        let mut slots = Vec::new();
-        for (k, item) in chunk.iter().enumerate() {
-            let prompt = item
-                .source
-                .as_ref()
-                .map_err(|e| e.to_string())
-                .and_then(|row| {
-                    processor
-                        .prompt(row, &format, &image_column)
-                        .map_err(|e| describe(e, item.row.is_none()))
-                });
-            match prompt {
-                Ok(p) => {
-                    prompts.push(p);
-                    slots.push(k);
-                }
-                Err(e) => {
-                    lines[k] = Some(with_row(json!({"image": item.label, "error": e}), item.row))
-                }
-            }
-        }
-        if !prompts.is_empty() {
-            let batch = processor.prompt_batch(&prompts)?;
-            let inputs = VlmInputs::from_batch(&batch, &device)?;
-            let generated = model.generate(&inputs, &batch.tokens.rope_deltas, &generation)?;
-            for (g, &k) in generated.iter().zip(&slots) {
-                let text = tok.decode(&g.ids, true)?;
-                let parsed = ParsedAnswer::parse(&text);
-                let item = &chunk[k];
-                lines[k] = Some(with_row(
+        let rows: Vec<std::result::Result<&Row, String>> = chunk
+            .iter()
+            .map(|item| item.source.as_ref().map_err(|e| e.to_string()))
+            .collect();
+        let answers = answer_rows(
+            &processor,
+            &model,
+            &generation,
+            &format,
+            &image_column,
+            &rows,
+            !a.image.is_empty(),
+        )?;
+        let lines = answers.into_iter().zip(chunk).map(|(answer, item)| {
+            let value = match answer {
+                Ok((text, ids)) => {
+                    let parsed = ParsedAnswer::parse(&text);
                     json!({
                         "image": item.label,
                         "text": text,
-                        "token_ids": g.ids,
+                        "token_ids": ids,
                         "category1": parsed.as_ref().map(|p| &p.category1),
                         "category2": parsed.as_ref().map(|p| &p.category2),
                         "description": parsed.as_ref().map(|p| &p.description),
-                    }),
-                    item.row,
-                ));
-            }
-        }
+                    })
+                }
+                Err(e) => json!({"image": item.label, "error": e}),
+            };
+            Some(with_row(value, item.row))
+        });
         for line in lines.into_iter().flatten() {
             writeln!(out, "{line}")?;
         }

@@ -242,6 +242,48 @@ fn train_then_predict_with_the_adapter_then_export() {
             .map(|v| v["token_ids"].clone())
             .collect::<Vec<_>>()
     );
+    // Evaluation of base and fine-tuned side by side, constrained to the training labels.
+    let report = dir.path().join("eval");
+    let eval = ok(&[
+        "eval",
+        "--model",
+        "tests/fixtures/model/tied",
+        "--adapter",
+        p(&out),
+        "--compare-base",
+        "--dataset",
+        p(&cat),
+        "--split-file",
+        p(&split),
+        "--out",
+        p(&report),
+        "--limit",
+        "6",
+        "--max-new-tokens",
+        "8",
+    ]);
+    assert!(String::from_utf8_lossy(&eval.stderr).contains("constrained"));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("metrics.json")).unwrap())
+            .unwrap();
+    for run in ["base", "finetuned", "unconstrained"] {
+        for key in [
+            "category1_accuracy",
+            "category2_accuracy",
+            "category2_macro_f1",
+            "bleu4",
+            "rouge_l",
+            "invalid_rate",
+        ] {
+            assert!(metrics[run][key].is_number(), "{run}.{key} missing");
+        }
+    }
+    // Constrained answers always start with a label seen in training.
+    assert_eq!(metrics["finetuned"]["invalid_rate"].as_f64(), Some(0.0));
+    let predictions = std::fs::read_to_string(report.join("predictions.jsonl")).unwrap();
+    assert_eq!(predictions.lines().count(), 6);
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && !html.contains("http://") && !html.contains("https://"));
     // Exporting over a non-empty folder is refused.
     let again = tailor(
         &[
