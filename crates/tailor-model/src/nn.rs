@@ -26,6 +26,11 @@ impl RmsNorm {
             eps,
         })
     }
+
+    /// The learned scale and epsilon, for inference-only kernels that compute the same norm.
+    pub(crate) fn parts(&self) -> (&Tensor, f64) {
+        (&self.weight, self.eps)
+    }
 }
 
 impl Module for RmsNorm {
@@ -67,6 +72,11 @@ impl SwiGlu {
 impl SwiGlu {
     pub(crate) fn projections_mut(&mut self) -> [&mut Projection; 3] {
         [&mut self.gate_proj, &mut self.up_proj, &mut self.down_proj]
+    }
+
+    /// `[gate, up, down]`, for inference-only code that fuses the activation.
+    pub(crate) fn projections(&self) -> [&Projection; 3] {
+        [&self.gate_proj, &self.up_proj, &self.down_proj]
     }
 }
 

@@ -5,8 +5,16 @@
 //! window blocks attend inside `window_size`-pixel windows of one image, full blocks inside one
 //! image (one temporal group). Within the tower the rows are kept in window order; the merger
 //! output is put back in raster order, images in input order.
+//!
+//! Two paths compute the same values. The differentiable one (candle primitives only) runs
+//! whenever a gradient may be needed: a vision adapter is attached, or any weight or the pixels
+//! are tracked by autograd, or the model is not float32 on the CPU. Otherwise an inference path
+//! runs fused CPU kernels with no backward: rotary + head split into per-segment blocks in one
+//! pass, a scaled softmax, residual add + RMS norm, SiLU·up (see `VisionTower::inference_only`).
 
-use candle_core::{DType, IndexOp, Module, Result, Tensor};
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, IndexOp, Module, Result, Storage, Tensor};
 use candle_nn::VarBuilder;
 use tailor_core::ImageGrid;
 
@@ -158,6 +166,30 @@ impl VisionTower {
         out
     }
 
+    /// Whether this pass needs no gradient, so that the fused inference kernels may run: float32
+    /// on the CPU, no adapter on any vision layer, and neither the weights nor the pixels tracked
+    /// by autograd (a model built from a `VarMap` trains every weight).
+    fn inference_only(&self, pixel_values: &Tensor) -> bool {
+        let cpu = matches!(pixel_values.device(), Device::Cpu);
+        let f32 = self.patch_embed.dtype() == DType::F32 && pixel_values.dtype() == DType::F32;
+        let tracked = |t: &Tensor| t.track_op();
+        let projection_free = |p: &Projection| p.lora().is_none() && !tracked(p.weight());
+        let norm_free = |n: &RmsNorm| !tracked(n.parts().0);
+        cpu && f32
+            && !tracked(pixel_values)
+            && !tracked(&self.patch_embed)
+            && self.blocks.iter().all(|b| {
+                norm_free(&b.norm1)
+                    && norm_free(&b.norm2)
+                    && projection_free(&b.attn.qkv)
+                    && projection_free(&b.attn.proj)
+                    && b.mlp.projections().into_iter().all(projection_free)
+            })
+            && norm_free(&self.merger.ln_q)
+            && projection_free(&self.merger.fc1)
+            && projection_free(&self.merger.fc2)
+    }
+
     /// Image features `[Σ t·h·w / m², out_hidden]` for `pixel_values` `[Σ t·h·w, patch_dim]`.
     pub fn forward(&self, pixel_values: &Tensor, grids: &[ImageGrid]) -> Result<Tensor> {
         self.run(pixel_values, grids, None)
@@ -224,8 +256,40 @@ impl VisionTower {
         let order_ids: Vec<u32> = order.iter().map(|&i| i as u32).collect();
         let xs = xs.index_select(&Tensor::new(order_ids.as_slice(), device)?, 0)?;
 
-        // 2-D rotary table in window order: [row·inv_freq, col·inv_freq] twice.
         let positions = patch_positions(grids, m);
+        let mut reverse = vec![0u32; windows.window_index.len()];
+        for (position, &token) in windows.window_index.iter().enumerate() {
+            reverse[token] = position as u32;
+        }
+        let full = full_attention_seqlens(grids);
+
+        if self.inference_only(pixel_values) {
+            let rope = FastRope::new(&order, &positions, &self.inv_freq);
+            // Each block also returns its output normalised by the next norm (the next block's
+            // `norm1`, then the merger's `ln_q`), fused with its last residual add.
+            let first_norm = self.blocks.first().map_or(&self.merger.ln_q, |b| &b.norm1);
+            let mut normed = rms_norm_fast(&xs, first_norm)?;
+            let mut xs = xs;
+            for (i, block) in self.blocks.iter().enumerate() {
+                let segments = if self.cfg.fullatt_block_indexes.contains(&i) {
+                    &full
+                } else {
+                    &windows.cu_window_seqlens
+                };
+                let next = self
+                    .blocks
+                    .get(i + 1)
+                    .map_or(&self.merger.ln_q, |b| &b.norm1);
+                (xs, normed) = block.forward_fast(&xs, &normed, &rope, segments, next)?;
+                if let Some(trace) = trace.as_deref_mut() {
+                    trace.1.push(xs.clone());
+                }
+            }
+            let merged = self.merger.forward_fast(&normed)?;
+            return merged.index_select(&Tensor::new(reverse.as_slice(), device)?, 0);
+        }
+
+        // 2-D rotary table in window order: [row·inv_freq, col·inv_freq] twice.
         let half = self.inv_freq.len();
         let head_dim = self.cfg.head_dim;
         let mut angles = Vec::with_capacity(n * head_dim);
@@ -241,7 +305,6 @@ impl VisionTower {
         let angles = Tensor::from_vec(angles, (n, 1, head_dim), device)?;
         let (cos, sin) = (angles.cos()?, angles.sin()?);
 
-        let full = full_attention_seqlens(grids);
         let mut xs = xs;
         for (i, block) in self.blocks.iter().enumerate() {
             let segments = if self.cfg.fullatt_block_indexes.contains(&i) {
@@ -255,11 +318,6 @@ impl VisionTower {
             }
         }
         let merged = self.merger.forward(&xs)?;
-
-        let mut reverse = vec![0u32; windows.window_index.len()];
-        for (position, &token) in windows.window_index.iter().enumerate() {
-            reverse[token] = position as u32;
-        }
         merged.index_select(&Tensor::new(reverse.as_slice(), device)?, 0)
     }
 }
@@ -296,6 +354,24 @@ impl VisionBlock {
                 .forward(&self.norm1.forward(xs)?, cos, sin, segments)?)?;
         let residual = &xs;
         residual + self.mlp.forward(&self.norm2.forward(&xs)?)?
+    }
+
+    /// [`forward`](Self::forward) for inference: the same arithmetic in fused CPU kernels, with
+    /// no backward. `normed` is `norm1(xs)`; returns the block output and `next(output)`, the
+    /// last residual add fused with the norm that follows the block.
+    fn forward_fast(
+        &self,
+        xs: &Tensor,
+        normed: &Tensor,
+        rope: &FastRope,
+        segments: &[usize],
+        next: &RmsNorm,
+    ) -> Result<(Tensor, Tensor)> {
+        let attn = self.attn.forward_fast(normed, rope, segments)?;
+        let (xs, h) = add_rms_norm_fast(xs, &attn, &self.norm2)?;
+        let [gate, up, down] = self.mlp.projections();
+        let act = silu_mul_fast(&gate.forward(&h)?, &up.forward(&h)?)?;
+        add_rms_norm_fast(&xs, &down.forward(&act)?, next)
     }
 }
 
@@ -368,6 +444,51 @@ impl VisionAttention {
         let out = Tensor::cat(&outputs, 0)?;
         self.proj.forward(&out)
     }
+
+    /// [`forward`](Self::forward) for inference: one pass splits `qkv` into per-segment
+    /// `[heads, len, head_dim]` blocks with the rotary embedding applied, so that each run of
+    /// equal segments is a batched matmul over a contiguous range, with a fused scaled softmax.
+    fn forward_fast(&self, xs: &Tensor, rope: &FastRope, segments: &[usize]) -> Result<Tensor> {
+        let (n, _) = xs.dims2()?;
+        let (heads, hd) = (self.num_heads, self.head_dim);
+        if segments.first() != Some(&0) || segments.last() != Some(&n) {
+            candle_core::bail!("attention segments {segments:?} do not cover the {n} vision rows");
+        }
+        let device = xs.device();
+        let qkv = self.qkv.forward(xs)?;
+        let (q, k, v) = split_heads_rotary(&qkv, rope, segments, heads, hd)?;
+        let (q, k, v) = (
+            Tensor::from_vec(q, n * heads * hd, device)?,
+            Tensor::from_vec(k, n * heads * hd, device)?,
+            Tensor::from_vec(v, n * heads * hd, device)?,
+        );
+        let scale = 1.0 / (hd as f32).sqrt();
+        let row = heads * hd;
+        let mut runs = Vec::new();
+        let mut i = 0;
+        while i + 1 < segments.len() {
+            let start = segments[i];
+            let len = segments[i + 1] - start;
+            let mut j = i + 1;
+            while j + 1 < segments.len() && segments[j + 1] - segments[j] == len {
+                j += 1;
+            }
+            let count = j - i;
+            if len > 0 {
+                let take = |t: &Tensor| {
+                    t.narrow(0, start * row, count * len * row)?
+                        .reshape((count * heads, len, hd))
+                };
+                let probs = softmax_scaled_fast(&take(&q)?.matmul(&take(&k)?.t()?)?, scale)?;
+                runs.push(probs.matmul(&take(&v)?)?.flatten_all()?);
+            }
+            i = j;
+        }
+        // The runs cover the rows in order, in the same per-segment layout as `q`.
+        let out = Tensor::cat(&runs, 0)?;
+        let out = merge_heads(&out, segments, heads, hd)?;
+        self.proj.forward(&out)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -390,6 +511,15 @@ impl PatchMerger {
     }
 }
 
+impl PatchMerger {
+    /// The merger on rows already normalised by `ln_q`.
+    fn forward_fast(&self, normed: &Tensor) -> Result<Tensor> {
+        let xs = normed.reshape(((), self.merged_dim))?;
+        let xs = self.fc1.forward(&xs)?.gelu_erf()?;
+        self.fc2.forward(&xs)
+    }
+}
+
 impl Module for PatchMerger {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         // Four consecutive rows are one 2×2 merge unit; concatenate them.
@@ -397,6 +527,306 @@ impl Module for PatchMerger {
         let xs = self.fc1.forward(&xs)?.gelu_erf()?;
         self.fc2.forward(&xs)
     }
+}
+
+// Inference-only CPU kernels (float32). Each computes what the differentiable path computes, in
+// one pass over contiguous memory spread over candle's CPU thread pool; none has a backward, so
+// they run only when `VisionTower::inference_only` holds.
+
+/// Elements per unit of parallel work: enough to amortise the dispatch.
+const FAST_UNIT: usize = 16 * 1024;
+
+/// Cosine and sine `[rows, head_dim / 2]` of the 2-D rotary angles, rows in window order.
+struct FastRope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    half: usize,
+}
+
+impl FastRope {
+    fn new(order: &[usize], positions: &[(usize, usize)], inv_freq: &[f32]) -> Self {
+        let quarter = inv_freq.len();
+        let half = 2 * quarter;
+        let mut cos = Vec::with_capacity(order.len() * half);
+        let mut sin = Vec::with_capacity(order.len() * half);
+        for &row in order {
+            let (pr, pc) = positions[row];
+            for pos in [pr, pc] {
+                for f in inv_freq {
+                    let angle = pos as f32 * f;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        Self { cos, sin, half }
+    }
+}
+
+/// Runs `f` on the values of a float32 CPU tensor, in row-major order.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("the fast vision kernels run on the CPU only")
+    };
+    let start = layout.start_offset();
+    let values = &cpu.as_slice::<f32>()?[start..start + layout.shape().elem_count()];
+    Ok(f(values))
+}
+
+/// Fills `out` (rows of `row_len`) unit by unit on candle's CPU pool: `f(first_row, rows)`.
+fn par_rows(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows_per_unit = (FAST_UNIT / row_len.max(1)).max(1);
+    let units: Vec<Mutex<&mut [f32]>> = out
+        .chunks_mut(rows_per_unit * row_len.max(1))
+        .map(Mutex::new)
+        .collect();
+    candle_core::utils::barrier_pool().execute_chunked(units.len(), |range| {
+        for u in range {
+            let mut chunk = units[u].lock().unwrap_or_else(|e| e.into_inner());
+            f(u * rows_per_unit, &mut chunk);
+        }
+    });
+}
+
+/// Sum of squares with eight independent accumulators (vectorisable).
+fn sum_sq(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// [`RmsNorm::forward`] over the rows of a float32 `[n, d]` tensor.
+fn rms_norm_fast(xs: &Tensor, norm: &RmsNorm) -> Result<Tensor> {
+    let (n, d) = xs.dims2()?;
+    let (weight, eps) = norm.parts();
+    let eps = eps as f32;
+    let mut out = vec![0f32; n * d];
+    with_f32(weight, |w| {
+        with_f32(xs, |x| {
+            par_rows(&mut out, d, |r0, o| {
+                for (i, orow) in o.chunks_mut(d).enumerate() {
+                    let xrow = &x[(r0 + i) * d..(r0 + i + 1) * d];
+                    let inv_rms = 1.0 / (sum_sq(xrow) / d as f32 + eps).sqrt();
+                    for ((o, &v), &g) in orow.iter_mut().zip(xrow).zip(w) {
+                        *o = v * inv_rms * g;
+                    }
+                }
+            })
+        })
+    })??;
+    Tensor::from_vec(out, (n, d), xs.device())
+}
+
+/// `(a + b, rms_norm(a + b))` over the rows of float32 `[n, d]` tensors: a residual add fused
+/// with the norm that follows it.
+fn add_rms_norm_fast(a: &Tensor, b: &Tensor, norm: &RmsNorm) -> Result<(Tensor, Tensor)> {
+    let (n, d) = a.dims2()?;
+    if b.dims2()? != (n, d) {
+        candle_core::bail!(
+            "add_rms_norm: shapes {:?} and {:?} differ",
+            a.shape(),
+            b.shape()
+        );
+    }
+    let (weight, eps) = norm.parts();
+    let eps = eps as f32;
+    let mut sum = vec![0f32; n * d];
+    let mut out = vec![0f32; n * d];
+    let rows_per_unit = (FAST_UNIT / d.max(1)).max(1);
+    let units: Vec<Mutex<(&mut [f32], &mut [f32])>> = sum
+        .chunks_mut(rows_per_unit * d.max(1))
+        .zip(out.chunks_mut(rows_per_unit * d.max(1)))
+        .map(Mutex::new)
+        .collect();
+    with_f32(weight, |w| {
+        with_f32(a, |x| {
+            with_f32(b, |y| {
+                candle_core::utils::barrier_pool().execute_chunked(units.len(), |range| {
+                    for u in range {
+                        let mut unit = units[u].lock().unwrap_or_else(|e| e.into_inner());
+                        let (srows, orows) = &mut *unit;
+                        let r0 = u * rows_per_unit;
+                        for (i, (srow, orow)) in
+                            srows.chunks_mut(d).zip(orows.chunks_mut(d)).enumerate()
+                        {
+                            let at = (r0 + i) * d..(r0 + i + 1) * d;
+                            for ((s, &p), &q) in srow.iter_mut().zip(&x[at.clone()]).zip(&y[at]) {
+                                *s = p + q;
+                            }
+                            let inv_rms = 1.0 / (sum_sq(srow) / d as f32 + eps).sqrt();
+                            for ((o, &v), &g) in orow.iter_mut().zip(srow.iter()).zip(w) {
+                                *o = v * inv_rms * g;
+                            }
+                        }
+                    }
+                })
+            })
+        })
+    })???;
+    drop(units);
+    let device = a.device();
+    Ok((
+        Tensor::from_vec(sum, (n, d), device)?,
+        Tensor::from_vec(out, (n, d), device)?,
+    ))
+}
+
+/// `silu(gate) · up`, element-wise.
+fn silu_mul_fast(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let shape = gate.shape().clone();
+    if up.shape() != &shape {
+        candle_core::bail!("silu_mul: shapes {shape:?} and {:?} differ", up.shape());
+    }
+    let mut out = vec![0f32; shape.elem_count()];
+    with_f32(gate, |g| {
+        with_f32(up, |u| {
+            par_rows(&mut out, 1, |start, o| {
+                let (g, u) = (&g[start..start + o.len()], &u[start..start + o.len()]);
+                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                    *o = g / (1.0 + (-g).exp()) * u;
+                }
+            })
+        })
+    })??;
+    Tensor::from_vec(out, shape, gate.device())
+}
+
+/// `softmax(scores · scale)` over the last dimension, in float32.
+fn softmax_scaled_fast(scores: &Tensor, scale: f32) -> Result<Tensor> {
+    let shape = scores.shape().clone();
+    let d = shape.dims().last().copied().unwrap_or(1);
+    let mut out = vec![0f32; shape.elem_count()];
+    with_f32(scores, |s| {
+        par_rows(&mut out, d, |r0, o| {
+            for (i, orow) in o.chunks_mut(d).enumerate() {
+                let srow = &s[(r0 + i) * d..(r0 + i + 1) * d];
+                let mut max = f32::NEG_INFINITY;
+                for (o, &v) in orow.iter_mut().zip(srow) {
+                    *o = v * scale;
+                    max = max.max(*o);
+                }
+                let mut sum = 0f32;
+                for o in orow.iter_mut() {
+                    *o = (*o - max).exp();
+                    sum += *o;
+                }
+                for o in orow.iter_mut() {
+                    *o /= sum;
+                }
+            }
+        })
+    })?;
+    Tensor::from_vec(out, shape, scores.device())
+}
+
+/// `x·cos + rotate_half(x)·sin` for one head vector.
+fn rotate_into(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
+    let half = cos.len();
+    let (x1, x2) = x.split_at(half);
+    let (o1, o2) = out.split_at_mut(half);
+    for i in 0..half {
+        o1[i] = x1[i] * cos[i] - x2[i] * sin[i];
+        o2[i] = x2[i] * cos[i] + x1[i] * sin[i];
+    }
+}
+
+/// Splits `qkv` `[n, 3·heads·head_dim]` into q, k (rotary applied) and v, each laid out segment
+/// by segment as `[heads, len, head_dim]`: the rows of a run of equal segments are then one
+/// contiguous `[count·heads, len, head_dim]` range.
+fn split_heads_rotary(
+    qkv: &Tensor,
+    rope: &FastRope,
+    segments: &[usize],
+    heads: usize,
+    hd: usize,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let (n, width) = qkv.dims2()?;
+    let row = heads * hd;
+    if width != 3 * row || rope.half * 2 != hd || rope.cos.len() != n * rope.half {
+        candle_core::bail!("qkv width {width} does not match {heads} heads of {hd}");
+    }
+    let mut q = vec![0f32; n * row];
+    let mut k = vec![0f32; n * row];
+    let mut v = vec![0f32; n * row];
+    {
+        // One unit per segment: (first row, rows, q block, k block, v block).
+        type Unit<'a> = (usize, usize, &'a mut [f32], &'a mut [f32], &'a mut [f32]);
+        let mut units: Vec<Mutex<Unit>> = Vec::with_capacity(segments.len());
+        let (mut qr, mut kr, mut vr) = (q.as_mut_slice(), k.as_mut_slice(), v.as_mut_slice());
+        for w in segments.windows(2) {
+            let len = w[1] - w[0];
+            let (qa, qb) = qr.split_at_mut(len * row);
+            let (ka, kb) = kr.split_at_mut(len * row);
+            let (va, vb) = vr.split_at_mut(len * row);
+            units.push(Mutex::new((w[0], len, qa, ka, va)));
+            (qr, kr, vr) = (qb, kb, vb);
+        }
+        let half = rope.half;
+        with_f32(qkv, |src| {
+            candle_core::utils::barrier_pool().execute_chunked(units.len(), |range| {
+                for u in range {
+                    let mut unit = units[u].lock().unwrap_or_else(|e| e.into_inner());
+                    let (start, len, qd, kd, vd) = &mut *unit;
+                    for r in 0..*len {
+                        let at = *start + r;
+                        let s = &src[at * 3 * row..(at + 1) * 3 * row];
+                        let cos = &rope.cos[at * half..(at + 1) * half];
+                        let sin = &rope.sin[at * half..(at + 1) * half];
+                        for h in 0..heads {
+                            let dst = (h * *len + r) * hd..(h * *len + r + 1) * hd;
+                            let (qs, ks, vs) = (
+                                &s[h * hd..(h + 1) * hd],
+                                &s[row + h * hd..row + (h + 1) * hd],
+                                &s[2 * row + h * hd..2 * row + (h + 1) * hd],
+                            );
+                            rotate_into(qs, cos, sin, &mut qd[dst.clone()]);
+                            rotate_into(ks, cos, sin, &mut kd[dst.clone()]);
+                            vd[dst].copy_from_slice(vs);
+                        }
+                    }
+                }
+            })
+        })?;
+    }
+    Ok((q, k, v))
+}
+
+/// The inverse of [`split_heads_rotary`]'s layout: per-segment `[heads, len, head_dim]` blocks
+/// back to rows `[n, heads·head_dim]`.
+fn merge_heads(blocks: &Tensor, segments: &[usize], heads: usize, hd: usize) -> Result<Tensor> {
+    let row = heads * hd;
+    let n = *segments.last().unwrap_or(&0);
+    if blocks.elem_count() != n * row {
+        candle_core::bail!(
+            "attention output has {} values, want {}",
+            blocks.elem_count(),
+            n * row
+        );
+    }
+    let mut out = vec![0f32; n * row];
+    with_f32(blocks, |src| {
+        par_rows(&mut out, row, |r0, o| {
+            for (i, orow) in o.chunks_mut(row).enumerate() {
+                let at = r0 + i;
+                let seg = segments.partition_point(|&s| s <= at) - 1;
+                let (start, len) = (segments[seg], segments[seg + 1] - segments[seg]);
+                let r = at - start;
+                for h in 0..heads {
+                    let from = start * row + (h * len + r) * hd;
+                    orow[h * hd..(h + 1) * hd].copy_from_slice(&src[from..from + hd]);
+                }
+            }
+        })
+    })?;
+    Tensor::from_vec(out, (n, row), blocks.device())
 }
 
 #[cfg(test)]
@@ -411,6 +841,72 @@ mod tests {
 
     fn grid(t: u32, h: u32, w: u32) -> ImageGrid {
         ImageGrid { t, h, w }
+    }
+
+    /// The fused inference path computes what the differentiable path computes: the same
+    /// random weights as `Var`s (differentiable path, gradients reach the weights) and as plain
+    /// tensors (fast path), over images with several window sizes and two frames.
+    #[test]
+    fn fast_path_equals_the_differentiable_path() {
+        use candle_core::Device;
+        use candle_nn::VarMap;
+
+        let cfg = crate::Config::from_json_str(include_str!(
+            "../../../tests/fixtures/model/windows/config.json"
+        ))
+        .unwrap()
+        .vision;
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let slow =
+            VisionTower::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+        let mut plain = std::collections::HashMap::new();
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            let value = Tensor::randn(0f32, 0.3, var.shape(), &dev).unwrap();
+            let value = if name.contains("norm") || name.contains("ln_q") {
+                (value + 1.0).unwrap()
+            } else {
+                value
+            };
+            var.set(&value).unwrap();
+            plain.insert(name.clone(), value);
+        }
+        let fast =
+            VisionTower::new(&cfg, VarBuilder::from_tensors(plain, DType::F32, &dev)).unwrap();
+        let grids = [grid(1, 12, 10), grid(2, 4, 6), grid(1, 8, 8)];
+        let n: usize = grids.iter().map(ImageGrid::patches).sum();
+        let pixels = Tensor::randn(0f32, 1.0, (n, cfg.patch_dim()), &dev).unwrap();
+        assert!(!slow.inference_only(&pixels));
+        assert!(fast.inference_only(&pixels));
+
+        let a = slow.forward_traced(&pixels, &grids).unwrap();
+        let b = fast.forward_traced(&pixels, &grids).unwrap();
+        let diff = |x: &Tensor, y: &Tensor| {
+            (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        for (x, y) in a.block_outputs.iter().zip(&b.block_outputs) {
+            assert!(diff(x, y) < 1e-5, "block output differs by {}", diff(x, y));
+        }
+        assert!(diff(&a.embeds, &b.embeds) < 1e-5);
+
+        let grads = a
+            .embeds
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            assert!(grads.get(var.as_tensor()).is_some(), "{name}: no gradient");
+        }
     }
 
     /// `qwen2_5_vl_reference.md` §3.3, grid [1, 12, 20] (computed with transformers).
