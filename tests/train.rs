@@ -552,3 +552,39 @@ fn full_fine_tuning_writes_a_loadable_model_and_resumes_exactly() {
     ]);
     assert!(!out.stdout.is_empty());
 }
+
+/// The shipped recipe config runs as is on the tiny model: only the model, data and output
+/// locations and the step count are overridden (bf16, checkpointing, constant schedule,
+/// eval/save cadence, best-model settings and the tutorial's extra keys all stay).
+#[test]
+fn the_shipped_recipe_config_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = ok(&[
+        "train",
+        "--config",
+        "configs/deepfashion-qwen2.5-vl-3b.toml",
+        "--set",
+        "model.name_or_path=\"tests/fixtures/model/tied\"",
+        "--set",
+        &format!("data.dataset=\"{}\"", p(&catalog())),
+        "--set",
+        &format!("training.output_dir=\"{}\"", p(&out)),
+        "--set",
+        "training.max_steps=2",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("tf32") && stderr.contains("use_reentrant"),
+        "{stderr}"
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["r"], 8);
+    assert_eq!(cfg["lora_alpha"], 16);
+    assert_eq!(
+        cfg["target_modules"],
+        serde_json::json!(["q_proj", "v_proj"])
+    );
+}
