@@ -40,6 +40,26 @@ pub enum Command {
     /// Generate an answer for every sample of a catalog (or one split of it), score it against
     /// the catalog's own answer and write metrics.json, predictions.jsonl and report.html.
     Eval(EvalArgs),
+    /// The whole product with no download: a synthetic catalog, the small base model shipped with
+    /// tailor, a LoRA fine-tune, base and fine-tuned evaluation on held-out products, and a report.
+    Demo(DemoArgs),
+}
+
+/// `tailor demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where everything goes: the catalog, the training run, metrics.json and report.html.
+    #[arg(long, default_value = "tailor-demo", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Use another base model folder instead of the shipped one.
+    #[arg(long, value_name = "DIR")]
+    pub base_model: Option<PathBuf>,
+    /// Use another fine-tuning config instead of configs/demo-finetune.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Evaluate at most this many held-out samples.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
 }
 
 /// `tailor eval`

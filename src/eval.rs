@@ -262,18 +262,28 @@ pub fn eval_data(
         None => None,
     };
     let target = Template::parse(RECIPE_TARGET)?;
-    let mut rows = Vec::new();
-    let mut references = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut references: Vec<String> = Vec::new();
     for row in catalog.rows(true)? {
         let row = row?;
         if keep.as_ref().is_some_and(|k| !k.contains(&row.index)) {
             continue;
         }
-        if limit.is_some_and(|l| rows.len() >= l) {
-            break;
-        }
         references.push(target.render(&row)?);
         rows.push(row);
+    }
+    // With a limit, samples spread evenly over the split (its head may be a few products only).
+    if let Some(l) = limit.filter(|&l| l > 0 && l < rows.len()) {
+        let n = rows.len();
+        let picks: HashSet<usize> = (0..l).map(|i| i * n / l).collect();
+        let (mut r, mut refs) = (Vec::with_capacity(l), Vec::with_capacity(l));
+        for (i, (row, reference)) in rows.into_iter().zip(references).enumerate() {
+            if picks.contains(&i) {
+                r.push(row);
+                refs.push(reference);
+            }
+        }
+        (rows, references) = (r, refs);
     }
     if rows.is_empty() {
         bail!("{}: no rows to evaluate", dataset.display());

@@ -2,6 +2,7 @@
 
 mod args;
 mod data;
+mod demo;
 mod eval;
 mod hub;
 mod interrupt;
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::train(a),
         Command::Export(a) => train::export(a),
         Command::Eval(a) => eval::eval(a),
+        Command::Demo(a) => demo::demo(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -588,3 +588,50 @@ fn the_shipped_recipe_config_trains() {
         serde_json::json!(["q_proj", "v_proj"])
     );
 }
+
+/// `tailor demo` runs its whole flow (catalog, fine-tune, evaluation of base and fine-tuned,
+/// predictions, report). The tiny fixture model stands in for the shipped base model here, so
+/// only the artefacts are checked, not the accuracy target.
+#[test]
+fn the_demo_flow_writes_every_artefact() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let run = ok(&[
+        "demo",
+        "--out",
+        p(&out),
+        "--base-model",
+        "tests/fixtures/model/tied",
+        "--limit",
+        "6",
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("category2 accuracy on held-out products"),
+        "{stdout}"
+    );
+    for f in [
+        "catalog.parquet",
+        "metrics.json",
+        "report.html",
+        "predictions.jsonl",
+        "finetune/adapter_model.safetensors",
+        "finetune/log.jsonl",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    for run in ["base", "finetuned"] {
+        for key in [
+            "category1_accuracy",
+            "category2_accuracy",
+            "category2_macro_f1",
+            "bleu4",
+            "rouge_l",
+            "invalid_rate",
+        ] {
+            assert!(metrics[run][key].is_number(), "{run}.{key}");
+        }
+    }
+}

@@ -8,6 +8,12 @@
 //! small gender marker in the top-left corner (a magenta disc for WOMEN, a blue square for MEN).
 //! Captions are templated in DeepFashion's style from exactly the attributes the image shows.
 //!
+//! Each row also carries a *generic* caption ([`SynthRow::caption`]) for pretraining a base model
+//! on a task other than the catalog's: plain sentences about shape, colour, pattern, texture and
+//! the corner mark, built from the same drawn attributes but never naming a category1 or
+//! category2 value, a garment noun or a gender (see [`GENERIC_CAPTION_BANNED_WORDS`]). A model
+//! trained on those captions has seen the pictures but not the catalog's labels.
+//!
 //! It serves two purposes: the embedded sample catalog (`SynthConfig::sample`), so that every
 //! `tailor data` command runs on a fresh clone with no download, and a demo data set whose
 //! categories a small vision-language model can learn to name from the picture.
@@ -153,6 +159,11 @@ pub struct SynthRow {
     pub category2: String,
     /// A DeepFashion-style caption naming exactly the attributes of [`SynthRow::shown`].
     pub text: String,
+    /// A generic caption of the same view: shape, colour, pattern, texture, accessory and corner
+    /// mark in plain words, derived only from what is drawn, never naming a category, a garment
+    /// noun or a gender (no word of [`GENERIC_CAPTION_BANNED_WORDS`]). Not a catalog column of
+    /// the recipe's schema; writers add it as `caption` when asked.
+    pub caption: String,
     /// DeepFashion form: `WOMEN-Dresses-id_00000123-01_1_front` (gender, in-shop category,
     /// product id, colour index, view number and name).
     pub item_id: String,
@@ -386,6 +397,7 @@ pub fn row(cfg: &SynthConfig, index: usize) -> SynthRow {
         category1: product.gender.as_str().to_string(),
         category2: product.category.as_str().to_string(),
         text: caption(product.category, product.gender, &shown),
+        caption: generic_caption(product.category, product.gender, &shown),
         item_id: format!(
             "{}-{}-id_{:08}-01_{}_{}",
             product.gender.as_str(),
@@ -774,6 +786,119 @@ fn caption(category: Category, gender: Gender, shown: &Attributes) -> String {
         Some(Accessory::Belt) => text.push_str(&format!(" There is a belt on {whose} waist.")),
         None => {}
     }
+    text
+}
+
+/// Words a generic caption never contains (compared case-insensitively, word by word, after
+/// splitting on anything but letters and hyphens): every category1 and category2 value, the
+/// DeepFashion caption nouns and in-shop names, and gender words.
+pub const GENERIC_CAPTION_BANNED_WORDS: &[&str] = &[
+    // category1 and gender words
+    "women",
+    "men",
+    "woman",
+    "man",
+    "female",
+    "male",
+    "lady",
+    "gentleman",
+    "her",
+    "his",
+    "she",
+    "he",
+    // category2 values and their singular nouns
+    "tees",
+    "tee",
+    "blouses",
+    "blouse",
+    "dresses",
+    "dress",
+    "skirts",
+    "skirt",
+    "pants",
+    "shorts",
+    "jackets",
+    "jacket",
+    "sweaters",
+    "sweater",
+    "rompers",
+    "romper",
+    // the DeepFashion caption nouns and in-shop names
+    "t-shirt",
+    "shirt",
+    "shirts",
+    "tank",
+    "tanks",
+    "top",
+    "tops",
+    "coat",
+    "coats",
+    "vest",
+    "vests",
+    "jumpsuit",
+    "jumpsuits",
+    "trousers",
+    "jeans",
+];
+
+/// How a silhouette covers the body, in words shared by several categories: the upper body only
+/// (tees, blouses, jackets, sweaters), the lower body in one tube or in two legs (skirts; pants
+/// and shorts), or one piece from the shoulders down, in one tube or in two legs (dresses;
+/// rompers).
+fn coverage(category: Category) -> &'static str {
+    match category {
+        Category::Tees | Category::Blouses | Category::Jackets | Category::Sweaters => {
+            "covering the upper body"
+        }
+        Category::Skirts => "covering the lower body in one tube",
+        Category::Pants | Category::Shorts => "covering the lower body in two legs",
+        Category::Dresses => "in one piece from the shoulders down, in one tube",
+        Category::Rompers => "in one piece from the shoulders down, in two legs",
+    }
+}
+
+/// A generic caption (3–7 short sentences) of what `shown` draws, naming no category and no
+/// gender. Attribute values use DeepFashion's words (`as_str`), so a model pretrained on these
+/// captions knows the attribute vocabulary of the catalog's descriptions, but not its category
+/// nouns, its labels or its gender words:
+///
+/// 1. "A {colour} piece of clothing {coverage}, with {pattern} patterns."
+/// 2. "It is {sleeveless|short-sleeve|long-sleeve}." (tops, dresses, rompers)
+/// 3. "It has a {round|V-shape|lapel} neckline." (when shown)
+/// 4. "It is of {three-point|medium-short|three-quarter|long} length." (when it has one)
+/// 5. "The fabric is {cotton|denim|leather|knitting|chiffon}."
+/// 6. "There is a hat above it." / "There is a belt at the waist."
+/// 7. "A small {magenta dot|blue square} is in the corner." (the corner mark)
+///
+/// Every clause is derived from the attributes drawn in the view and from the silhouette's
+/// coverage (words shared by several categories); [`GENERIC_CAPTION_BANNED_WORDS`] lists what
+/// it never says.
+fn generic_caption(category: Category, gender: Gender, shown: &Attributes) -> String {
+    let mut text = format!(
+        "A {} piece of clothing {}, with {} patterns.",
+        shown.colour.as_str(),
+        coverage(category),
+        shown.pattern.as_str(),
+    );
+    if let Some(s) = shown.sleeve {
+        text.push_str(&format!(" It is {}.", s.as_str()));
+    }
+    if let Some(n) = shown.neckline {
+        text.push_str(&format!(" It has a {} neckline.", n.as_str()));
+    }
+    if let Some(l) = shown.length {
+        text.push_str(&format!(" It is of {} length.", l.as_str()));
+    }
+    text.push_str(&format!(" The fabric is {}.", shown.fabric.as_str()));
+    match shown.accessory {
+        Some(Accessory::Hat) => text.push_str(" There is a hat above it."),
+        Some(Accessory::Belt) => text.push_str(" There is a belt at the waist."),
+        None => {}
+    }
+    text.push_str(match gender {
+        Gender::Women => " A small magenta dot is in the corner.",
+        Gender::Men => " A small blue square is in the corner.",
+    });
     text
 }
 
@@ -1227,6 +1352,52 @@ mod tests {
             "{}",
             r.text
         );
+        check_generic_caption(r);
+    }
+
+    /// The generic caption names no category, garment noun or gender, and says the colour, the
+    /// pattern, the fabric and the corner mark of the view.
+    fn check_generic_caption(r: &SynthRow) {
+        let c = &r.caption;
+        let lower = c.to_lowercase();
+        for word in lower.split(|ch: char| !(ch.is_alphabetic() || ch == '-')) {
+            assert!(
+                !GENERIC_CAPTION_BANNED_WORDS.contains(&word),
+                "{}: {word:?} in {c}",
+                r.item_id
+            );
+            assert!(
+                !CATEGORY2.contains(&word) && word != r.category1.to_lowercase(),
+                "{}: {c}",
+                r.item_id
+            );
+        }
+        let shown = r.shown();
+        assert!(
+            c.starts_with(&format!("A {} ", shown.colour.as_str())),
+            "{}: {c}",
+            r.item_id
+        );
+        let mark = if r.category1 == "WOMEN" {
+            "magenta dot"
+        } else {
+            "blue square"
+        };
+        assert!(c.contains(mark), "{}: {c}", r.item_id);
+        assert_eq!(
+            c.contains("sleeve") || c.contains(" It is sleeveless."),
+            shown.sleeve.is_some(),
+            "{}: {c}",
+            r.item_id
+        );
+        assert_eq!(
+            c.contains("neckline"),
+            shown.neckline.is_some(),
+            "{}: {c}",
+            r.item_id
+        );
+        let sentences = c.matches(". ").count() + 1;
+        assert!((3..=7).contains(&sentences), "{c}");
     }
 
     #[test]
@@ -1295,6 +1466,56 @@ mod tests {
             "This male wears navy pants with pure color patterns. The pants are with denim \
              fabric. The pants this male wears is of long length."
         );
+    }
+
+    #[test]
+    fn generic_caption_describes_shape_and_colour_without_categories() {
+        let a = Attributes {
+            colour: Colour::Red,
+            pattern: Pattern::Striped,
+            fabric: Fabric::Chiffon,
+            sleeve: Some(Sleeve::Long),
+            neckline: Some(Neckline::VShape),
+            length: Some(Length::ThreeQuarter),
+            accessory: Some(Accessory::Belt),
+        };
+        assert_eq!(
+            generic_caption(Category::Dresses, Gender::Women, &a),
+            "A red piece of clothing in one piece from the shoulders down, in one tube, with \
+             striped patterns. It is long-sleeve. It has a V-shape neckline. It is of \
+             three-quarter length. The fabric is chiffon. There is a belt at the waist. A small \
+             magenta dot is in the corner."
+        );
+        let b = Attributes {
+            colour: Colour::Navy,
+            pattern: Pattern::PureColour,
+            fabric: Fabric::Denim,
+            sleeve: None,
+            neckline: None,
+            length: Some(Length::Long),
+            accessory: None,
+        };
+        assert_eq!(
+            generic_caption(Category::Pants, Gender::Men, &b),
+            "A navy piece of clothing covering the lower body in two legs, with pure color \
+             patterns. It is of long length. The fabric is denim. A small blue square is in the \
+             corner."
+        );
+        // Every category's silhouette words are shared with another category, or say only how
+        // the piece covers the body: no caption names its category.
+        for r in generate(&SynthConfig::sample()) {
+            check_generic_caption(&r);
+        }
+        // The same product seen from the back loses its neckline sentence, as the text does.
+        let cfg = cfg(9, 2, 32, 48);
+        let front = row(&cfg, 0);
+        let back = row(&cfg, 1);
+        assert_eq!(
+            front.caption.contains("neckline"),
+            front.shown().neckline == Some(Neckline::Round)
+                || front.shown().neckline == Some(Neckline::VShape)
+        );
+        assert!(!back.caption.contains("neckline"), "{}", back.caption);
     }
 
     #[test]
@@ -1497,8 +1718,8 @@ mod tests {
                 let (x, y) = ((i % cols) as u32 * w, (i / cols) as u32 * h);
                 image::imageops::replace(&mut sheet, &img, x.into(), y.into());
                 captions.push_str(&format!(
-                    "{i:3} {} {} | {}\n",
-                    r.item_id, r.category2, r.text
+                    "{i:3} {} {} | {} | {}\n",
+                    r.item_id, r.category2, r.text, r.caption
                 ));
             }
             sheet.save(dir.join(format!("{name}.png"))).expect("save");
