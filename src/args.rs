@@ -163,6 +163,10 @@ pub struct PredictArgs {
     /// `tailor train` writes it or Python PEFT saves it; applied on top of --model.
     #[arg(long, value_name = "DIR")]
     pub adapter: Option<PathBuf>,
+    /// Let the model write any category prefix. By default, when the adapter (or model folder)
+    /// holds the labels.json that `tailor train` writes, answers start with one of those labels.
+    #[arg(long)]
+    pub no_constrain: bool,
     /// Image files to describe (repeat the flag or list several).
     #[arg(long, num_args = 1.., value_name = "PATH", conflicts_with = "dataset")]
     pub image: Vec<PathBuf>,

@@ -2,7 +2,7 @@
 //! reference answer, and write `metrics.json`, `predictions.jsonl` and `report.html`.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +20,26 @@ use tailor_text::Tokenizer;
 
 use crate::args::EvalArgs;
 use crate::predict::{answer_rows, device, dtype, load_model};
+
+/// The training label pairs `tailor train` writes next to its adapter.
+pub const LABELS_FILE: &str = "labels.json";
+
+/// Writes the label pairs as a JSON list of `[category1, category2]`.
+pub fn write_labels(path: &Path, pairs: &BTreeSet<(String, String)>) -> Result<()> {
+    std::fs::write(path, serde_json::to_string(pairs)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The label pairs of an adapter or model folder, when `tailor train` wrote them.
+pub fn read_labels(dir: &Path) -> Result<Option<Labels>> {
+    let path = dir.join(LABELS_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let pairs: BTreeSet<(String, String)> = serde_json::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("{}: not a list of [category1, category2]", path.display()))?;
+    Ok(Some(Labels { pairs }))
+}
 
 /// Gallery size in the report.
 const GALLERY: usize = 12;
@@ -316,18 +336,19 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     }
     let format = crate::data::prompt_format(&a.chat, "")?;
     // Training labels: the split file's train rows, else the adapter's own split.json.
-    let adapter_split = a
-        .adapter
-        .as_ref()
-        .map(|d| d.join("split.json"))
-        .filter(|p| p.is_file());
-    let labels_split: Option<PathBuf> = a.split_file.clone().or(adapter_split);
-    let data = eval_data(
+    // Training labels: the split file's train rows, else what `tailor train` wrote beside the
+    // adapter (or into a fully fine-tuned model folder).
+    let mut data = eval_data(
         &a.dataset,
         a.split_file.as_deref().map(|f| (f, a.split.as_str())),
-        labels_split.as_deref(),
+        a.split_file.as_deref(),
         a.limit,
     )?;
+    if data.labels.pairs.is_empty()
+        && let Some(labels) = read_labels(a.adapter.as_deref().unwrap_or(&dir))?
+    {
+        data.labels = labels;
+    }
     let constrain = !a.no_constrain && !data.labels.pairs.is_empty();
     eprintln!(
         "evaluating {} samples; {} training labels known{}",

@@ -105,7 +105,17 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         .with_context(|| format!("loading the processor of {}", dir.display()))?;
     let device = device(a.device)?;
     let model = load_model(&dir, a.adapter.as_deref(), dtype(a.dtype), &device)?;
-    let generation = generate_config(&a, &dir, &model)?;
+    let mut generation = generate_config(&a, &dir, &model)?;
+    // Answers start with a label seen in training when `tailor train` left its labels.
+    if !a.no_constrain
+        && let Some(labels) = crate::eval::read_labels(a.adapter.as_deref().unwrap_or(&dir))?
+        && !labels.pairs.is_empty()
+    {
+        generation.prefix = Some(Arc::new(crate::eval::label_trie(
+            processor.text.tokenizer(),
+            &labels,
+        )?));
+    }
     let format = crate::data::prompt_format(&a.chat, "")?;
     let (items, image_column) = gather(&a)?;
     let mut out: Box<dyn Write> = match &a.out {

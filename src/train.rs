@@ -120,6 +120,15 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let valid_ids: HashSet<usize> = split.valid.iter().copied().collect();
     let (train_rows, valid_rows) = load_rows(&catalog, &train_ids, &valid_ids)?;
     let image_column = catalog.image_column().to_owned();
+    // The label pairs seen in training: `predict` and `eval` constrain answers to them.
+    let map = catalog.map();
+    let mut labels = std::collections::BTreeSet::new();
+    for row in &train_rows {
+        if let (Some(c1), Some(c2)) = (row.get(&map.category1), row.get(&map.category2)) {
+            labels.insert((c1.trim().to_string(), c2.trim().to_string()));
+        }
+    }
+    crate::eval::write_labels(&out.join(crate::eval::LABELS_FILE), &labels)?;
     let (train_set, report) = CatalogSource::new(
         train_rows,
         &processor,
@@ -337,6 +346,13 @@ pub fn export(a: ExportArgs) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
+    // The training labels travel with the merged model, so `predict` constrains it as it did
+    // the adapter.
+    let labels = a.adapter.join(crate::eval::LABELS_FILE);
+    if labels.is_file() {
+        std::fs::copy(&labels, a.out.join(crate::eval::LABELS_FILE))
+            .with_context(|| format!("copying {}", labels.display()))?;
+    }
     eprintln!(
         "wrote {} ({} tensors, {} merged with the adapter, {} shard{}, {:.1} MB)",
         a.out.display(),

@@ -207,6 +207,16 @@ fn train_then_predict_with_the_adapter_then_export() {
     };
     let base = predict("tests/fixtures/model/tied", None);
     let adapted = predict("tests/fixtures/model/tied", Some(&out));
+    // With the adapter's labels.json, every answer starts with a label seen in training.
+    let labels: Vec<(String, String)> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("labels.json")).unwrap()).unwrap();
+    for v in &adapted {
+        let pair = (
+            v["category1"].as_str().unwrap_or("").to_string(),
+            v["category2"].as_str().unwrap_or("").to_string(),
+        );
+        assert!(labels.contains(&pair), "{v}");
+    }
     assert!(!adapted.is_empty());
     assert_ne!(
         base.iter()
