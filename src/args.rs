@@ -439,6 +439,10 @@ pub struct SynthArgs {
     /// Seed of the catalog generator.
     #[arg(long, value_name = "SEED")]
     pub seed: Option<u64>,
+    /// Add a generic `caption` column (shape, colour and pattern words, never a category or a
+    /// gender): the pretraining task of the demo's base model.
+    #[arg(long)]
+    pub caption: bool,
 }
 
 /// Layouts `tailor data synth` writes.

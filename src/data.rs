@@ -391,6 +391,31 @@ fn collapse_image_pads(text: &str, pad: &str) -> String {
 }
 
 /// `tailor data synth`
+/// A synthetic row as a catalog record: the recipe's columns, plus the generic `caption` (shape,
+/// colour, pattern; never a category or gender word) when asked.
+pub fn synth_record(r: synth::SynthRow, caption: bool) -> Record {
+    let ext = if r.image.starts_with(&[0xFF, 0xD8]) {
+        "jpg"
+    } else {
+        "png"
+    };
+    let mut columns = vec![
+        ("category1".into(), Some(r.category1)),
+        ("category2".into(), Some(r.category2)),
+        ("text".into(), Some(r.text)),
+        ("item_ID".into(), Some(r.item_id.clone())),
+    ];
+    if caption {
+        columns.push(("caption".into(), Some(r.caption)));
+    }
+    Record {
+        image_name: format!("{}.{ext}", r.item_id),
+        image: r.image,
+        columns,
+    }
+}
+
+/// `tailor data synth`.
 pub fn synth(a: SynthArgs) -> Result<()> {
     let mut cfg = SynthConfig::sample();
     if let Some(seed) = a.seed {
@@ -414,21 +439,7 @@ pub fn synth(a: SynthArgs) -> Result<()> {
     let bar = progress::bar(Some(rows), "synth");
     let records = synth::generate(&cfg).take(rows).map(|r| {
         bar.inc(1);
-        let ext = if r.image.starts_with(&[0xFF, 0xD8]) {
-            "jpg"
-        } else {
-            "png"
-        };
-        Record {
-            image_name: format!("{}.{ext}", r.item_id),
-            image: r.image,
-            columns: vec![
-                ("category1".into(), Some(r.category1)),
-                ("category2".into(), Some(r.category2)),
-                ("text".into(), Some(r.text)),
-                ("item_ID".into(), Some(r.item_id)),
-            ],
-        }
+        synth_record(r, a.caption)
     });
     let n = match format {
         SynthFormat::Parquet => write::write_parquet(&a.out, records)?,

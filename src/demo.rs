@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use tailor_data::catalog::write::{Record, write_parquet};
+use tailor_data::catalog::write::write_parquet;
 use tailor_data::synth::{self, ImageFormat, SynthConfig};
 
 use crate::args::{DemoArgs, DeviceArg, DtypeArg, EvalArgs, PixelArgs, PromptArgs, TrainArgs};
 
 /// Products × views of the demo catalog (64×96 PNG renderings, seed 42): every category2 drawn
-/// equally often (blocks of nine), four views per product.
+/// equally often (blocks of nine), four views per product — the rows of
+/// `tailor data synth --rows 720 --seed 42 --caption`.
 const PRODUCTS: usize = 180;
 const VIEWS: usize = 4;
 const SEED: u64 = 42;
@@ -37,17 +38,7 @@ fn write_catalog(path: &Path) -> Result<usize> {
     let bar = crate::progress::bar(Some(synth::len(&cfg)), "catalog");
     let records = synth::generate(&cfg).map(|r| {
         bar.inc(1);
-        Record {
-            image_name: format!("{}.png", r.item_id),
-            image: r.image,
-            columns: vec![
-                ("category1".into(), Some(r.category1)),
-                ("category2".into(), Some(r.category2)),
-                ("text".into(), Some(r.text)),
-                ("caption".into(), Some(r.caption)),
-                ("item_ID".into(), Some(r.item_id)),
-            ],
-        }
+        crate::data::synth_record(r, true)
     });
     let n = write_parquet(path, records)?;
     bar.finish_and_clear();
