@@ -41,23 +41,8 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | "$py" -c 'import json
 bench="$target_dir/release/examples/generate_bench"
 "$py" tools/bench/make_bench_model.py "$work/mid" >/dev/null 2>&1
 
-busy() { # percent of all CPU time spent busy over the next 3 seconds
-  local a b
-  read -r -a a < <(head -1 /proc/stat)
-  sleep 3
-  read -r -a b < <(head -1 /proc/stat)
-  local total=0 idle=$(( b[4] + b[5] - a[4] - a[5] )) i
-  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
-  echo $(( 100 * (total - idle) / (total > 0 ? total : 1) ))
-}
-
-wait_idle() { # before each timed process: wait (up to MAX_WAIT s) until other work uses < 25 % CPU
-  local waited=0 b
-  while b=$(busy); [ "$b" -ge 25 ] && [ "$waited" -lt "$max_wait" ]; do
-    sleep 7; waited=$(( waited + 10 ))
-  done
-  echo "$b" >>"$work/busy"
-}
+# shellcheck source=tools/bench/idle.sh
+source "$(dirname "$0")/idle.sh"
 
 inputs() { # name, model dir
   "$py" tools/bench/generate_hf.py inputs "$2" "$work/$1.inputs.safetensors" \
