@@ -96,6 +96,25 @@ bf16 = false
     file
 }
 
+/// `dir/metrics.json`, checked to hold the metrics the issue asks for, for every run in `runs`.
+fn read_metrics(dir: &Path, runs: &[&str]) -> serde_json::Value {
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
+    for run in runs {
+        for key in [
+            "category1_accuracy",
+            "category2_accuracy",
+            "category2_macro_f1",
+            "bleu4",
+            "rouge_l",
+            "invalid_rate",
+        ] {
+            assert!(metrics[run][key].is_number(), "{run}.{key} missing");
+        }
+    }
+    metrics
+}
+
 fn adapter_bytes(out: &Path) -> Vec<u8> {
     std::fs::read(out.join("adapter_model.safetensors")).unwrap()
 }
@@ -273,21 +292,7 @@ fn train_then_predict_with_the_adapter_then_export() {
         "8",
     ]);
     assert!(String::from_utf8_lossy(&eval.stderr).contains("constrained"));
-    let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(report.join("metrics.json")).unwrap())
-            .unwrap();
-    for run in ["base", "finetuned", "unconstrained"] {
-        for key in [
-            "category1_accuracy",
-            "category2_accuracy",
-            "category2_macro_f1",
-            "bleu4",
-            "rouge_l",
-            "invalid_rate",
-        ] {
-            assert!(metrics[run][key].is_number(), "{run}.{key} missing");
-        }
-    }
+    let metrics = read_metrics(&report, &["base", "finetuned", "unconstrained"]);
     // Constrained answers always start with a label seen in training.
     assert_eq!(metrics["finetuned"]["invalid_rate"].as_f64(), Some(0.0));
     let predictions = std::fs::read_to_string(report.join("predictions.jsonl")).unwrap();
@@ -630,18 +635,5 @@ fn the_demo_flow_writes_every_artefact() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
-    for run in ["base", "finetuned"] {
-        for key in [
-            "category1_accuracy",
-            "category2_accuracy",
-            "category2_macro_f1",
-            "bleu4",
-            "rouge_l",
-            "invalid_rate",
-        ] {
-            assert!(metrics[run][key].is_number(), "{run}.{key}");
-        }
-    }
+    read_metrics(&out, &["base", "finetuned"]);
 }
