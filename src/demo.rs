@@ -15,8 +15,8 @@ use crate::args::{DemoArgs, DeviceArg, DtypeArg, EvalArgs, PixelArgs, PromptArgs
 
 /// Products × views of the demo catalog (64×96 PNG renderings, seed 42): every category2 drawn
 /// equally often (blocks of nine), four views per product — the rows of
-/// `tailor data synth --rows 720 --seed 42 --caption`.
-const PRODUCTS: usize = 180;
+/// `tailor data synth --rows 1440 --seed 42 --caption`.
+const PRODUCTS: usize = 360;
 const VIEWS: usize = 4;
 const SEED: u64 = 42;
 

@@ -611,12 +611,20 @@ fn the_shipped_recipe_config_trains() {
 fn the_demo_flow_writes_every_artefact() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
+    // The shipped demo config, cut to a few updates ([training] is its last section).
+    let shipped = std::fs::read_to_string(root().join("configs/demo-finetune.toml")).unwrap();
+    let last_section = shipped.lines().filter(|l| l.starts_with('[')).last();
+    assert_eq!(last_section, Some("[training]"));
+    let cfg = dir.path().join("demo.toml");
+    std::fs::write(&cfg, format!("{shipped}\nmax_steps = 6\n")).unwrap();
     let run = ok(&[
         "demo",
         "--out",
         p(&out),
         "--base-model",
         "tests/fixtures/model/tied",
+        "--config",
+        p(&cfg),
         "--limit",
         "6",
     ]);
