@@ -613,7 +613,7 @@ fn the_demo_flow_writes_every_artefact() {
     let out = dir.path().join("demo");
     // The shipped demo config, cut to a few updates ([training] is its last section).
     let shipped = std::fs::read_to_string(root().join("configs/demo-finetune.toml")).unwrap();
-    let last_section = shipped.lines().filter(|l| l.starts_with('[')).last();
+    let last_section = shipped.lines().rfind(|l| l.starts_with('['));
     assert_eq!(last_section, Some("[training]"));
     let cfg = dir.path().join("demo.toml");
     std::fs::write(&cfg, format!("{shipped}\nmax_steps = 6\n")).unwrap();
