@@ -891,10 +891,26 @@ mod tests {
                 .to_scalar::<f32>()
                 .unwrap()
         };
+        // Random (unseeded) weights: compare relative to each tensor's magnitude, as float32
+        // rounding differs between the fused and the composed ops.
+        let tol = |x: &Tensor| {
+            1e-5 * x
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                .max(1.0)
+        };
         for (x, y) in a.block_outputs.iter().zip(&b.block_outputs) {
-            assert!(diff(x, y) < 1e-5, "block output differs by {}", diff(x, y));
+            assert!(
+                diff(x, y) < tol(x),
+                "block output differs by {}",
+                diff(x, y)
+            );
         }
-        assert!(diff(&a.embeds, &b.embeds) < 1e-5);
+        assert!(diff(&a.embeds, &b.embeds) < tol(&a.embeds));
 
         let grads = a
             .embeds
