@@ -28,7 +28,7 @@ pub fn resolve_model(model: &str) -> Result<PathBuf> {
 /// A local catalog path (file or folder) as is, or the snapshot folder of a hub dataset repo id
 /// (`org/name`, optionally `@revision`), downloaded into the standard Hugging Face cache
 /// (`datasets--{org}--{name}`) when needed, with a progress bar. Only the files a catalog can
-/// use are fetched (see [`DATASET_FILES`]); `HF_HUB_OFFLINE` resolves from the cache alone.
+/// use are fetched (see [`tailor_hub::DATASET_FILES`]); `HF_HUB_OFFLINE` resolves from the cache alone.
 pub fn resolve_dataset(dataset: &str) -> Result<PathBuf> {
     let local = Path::new(dataset);
     if local.exists() {
@@ -38,32 +38,9 @@ pub fn resolve_dataset(dataset: &str) -> Result<PathBuf> {
     if !tailor_hub::is_repo_id(repo) {
         bail!("dataset {dataset}: no such file or folder, and not a hub dataset id (org/name)");
     }
-    download_with_bar(RepoType::Dataset, repo, revision, DATASET_FILES)
+    download_with_bar(RepoType::Dataset, repo, revision, tailor_hub::DATASET_FILES)
         .with_context(|| format!("dataset {dataset}"))
 }
-
-/// The files a dataset snapshot needs: what `Catalog::open` reads (parquet shards, JSON Lines,
-/// CSV, imagefolder metadata and its images) and the dataset card.
-///
-/// A pattern list rather than every file: dataset repos often also carry archives of the raw
-/// data (zip/tar of images, often many times the size of the parquet shards) or formats tailor
-/// cannot read, and fetching those would only cost time and disk. Patterns are case-sensitive
-/// (huggingface_hub's fnmatch), hence both cases for image extensions.
-const DATASET_FILES: &[&str] = &[
-    "*.parquet",
-    "*.json",
-    "*.jsonl",
-    "*.csv",
-    "README.md",
-    "*.jpg",
-    "*.jpeg",
-    "*.png",
-    "*.webp",
-    "*.JPG",
-    "*.JPEG",
-    "*.PNG",
-    "*.WEBP",
-];
 
 /// Downloads (or finds in the cache) `repo` at `revision`, drawing one byte bar on stderr for
 /// the file in flight (hidden when stderr is not a terminal).

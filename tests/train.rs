@@ -248,7 +248,7 @@ fn train_then_predict_with_the_adapter_then_export() {
         "the adapter changes nothing"
     );
     let merged = dir.path().join("merged");
-    let exported = ok(&[
+    let export_args = [
         "export",
         "--model",
         "tests/fixtures/model/tied",
@@ -256,7 +256,8 @@ fn train_then_predict_with_the_adapter_then_export() {
         p(&out),
         "--out",
         p(&merged),
-    ]);
+    ];
+    let exported = ok(&export_args);
     assert!(String::from_utf8_lossy(&exported.stderr).contains("merged with the adapter"));
     assert!(merged.join("model.safetensors.index.json").is_file());
     assert!(merged.join("tokenizer.json").is_file());
@@ -300,18 +301,7 @@ fn train_then_predict_with_the_adapter_then_export() {
     let html = std::fs::read_to_string(report.join("report.html")).unwrap();
     assert!(html.contains("<svg") && !html.contains("http://") && !html.contains("https://"));
     // Exporting over a non-empty folder is refused.
-    let again = tailor(
-        &[
-            "export",
-            "--model",
-            "tests/fixtures/model/tied",
-            "--adapter",
-            p(&out),
-            "--out",
-            p(&merged),
-        ],
-        &[],
-    );
+    let again = tailor(&export_args, &[]);
     assert!(!again.status.success());
 }
 

@@ -61,16 +61,9 @@ import time
 from pathlib import Path
 
 
-def threads_from_argv() -> str:
-    if "--threads" in sys.argv:
-        return sys.argv[sys.argv.index("--threads") + 1]
-    return "2"
-
-
-# Thread pools must be sized before torch is imported.
-for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ[var] = threads_from_argv()
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Thread pools must be sized before torch is imported (bench_threads does it on import).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_threads  # noqa: E402,F401
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import datasets  # noqa: E402

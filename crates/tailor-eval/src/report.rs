@@ -112,6 +112,21 @@ mod base64_bytes {
     }
 }
 
+/// Opens a table whose columns are `first`, one per run and, with two runs or more, a Δ column;
+/// returns whether the Δ column is there.
+fn runs_header<M>(h: &mut String, open: &str, first: &str, runs: &[(&str, M)]) -> bool {
+    let _ = write!(h, "{open}\n<thead><tr><th>{first}</th>");
+    for (name, _) in runs {
+        let _ = write!(h, "<th>{}</th>", escape(name));
+    }
+    let delta = runs.len() > 1;
+    if delta {
+        h.push_str("<th>Δ</th>");
+    }
+    h.push_str("</tr></thead>\n<tbody>\n");
+    delta
+}
+
 /// Escapes text for HTML content and attribute values.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -298,15 +313,7 @@ fn summary_table(h: &mut String, runs: &[(&str, &Metrics)]) {
             m.throughput.generated_tokens_per_second
         }),
     ];
-    h.push_str("<table class=\"summary\">\n<thead><tr><th>Metric</th>");
-    for (name, _) in runs {
-        let _ = write!(h, "<th>{}</th>", escape(name));
-    }
-    let delta = runs.len() > 1;
-    if delta {
-        h.push_str("<th>Δ</th>");
-    }
-    h.push_str("</tr></thead>\n<tbody>\n");
+    let delta = runs_header(h, "<table class=\"summary\">", "Metric", runs);
     for (label, kind, higher_better, get) in rows {
         let values: Vec<Option<f64>> = runs.iter().map(|(_, m)| get(m)).collect();
         if values.iter().all(Option::is_none) {
@@ -662,15 +669,7 @@ fn attribute_table(h: &mut String, runs: &[(&str, &Metrics)]) {
         h.push_str("<p class=\"note\">No reference states a known attribute.</p>\n");
         return;
     }
-    h.push_str("<table>\n<thead><tr><th>Attribute</th>");
-    for (name, _) in runs {
-        let _ = write!(h, "<th>{}</th>", escape(name));
-    }
-    let delta = runs.len() > 1;
-    if delta {
-        h.push_str("<th>Δ</th>");
-    }
-    h.push_str("</tr></thead>\n<tbody>\n");
+    let delta = runs_header(h, "<table>", "Attribute", runs);
     for a in attrs {
         let _ = write!(h, "<tr><td>{}</td>", a.name());
         let mut values = Vec::new();

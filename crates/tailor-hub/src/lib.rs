@@ -247,6 +247,29 @@ pub struct Progress<'a> {
     pub cached: bool,
 }
 
+/// The files a dataset snapshot needs: what `Catalog::open` reads (parquet shards, JSON Lines,
+/// CSV, imagefolder metadata and its images) and the dataset card.
+///
+/// A pattern list rather than every file: dataset repos often also carry archives of the raw
+/// data (zip/tar of images, often many times the size of the parquet shards) or formats tailor
+/// cannot read, and fetching those would only cost time and disk. Patterns are case-sensitive
+/// (huggingface_hub's fnmatch), hence both cases for image extensions.
+pub const DATASET_FILES: &[&str] = &[
+    "*.parquet",
+    "*.json",
+    "*.jsonl",
+    "*.csv",
+    "README.md",
+    "*.jpg",
+    "*.jpeg",
+    "*.png",
+    "*.webp",
+    "*.JPG",
+    "*.JPEG",
+    "*.PNG",
+    "*.WEBP",
+];
+
 /// Whether `s` names a hub repo (`org/name`) rather than a local folder: it has the hub's repo id
 /// syntax and no file or folder of that name exists.
 pub fn is_repo_id(s: &str) -> bool {

@@ -18,18 +18,6 @@ const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 const REPO: &str = "tailor-test/tiny-model";
 /// The dataset repo's commit; its id is `REPO` too, to show the two namespaces never meet.
 const DATASET_COMMIT: &str = "fedcba9876543210fedcba9876543210fedcba98";
-/// Catalog files and the card, as tailor's `resolve_dataset` selects them (`src/hub.rs`).
-const DATASET_FILES: &[&str] = &[
-    "*.parquet",
-    "*.json",
-    "*.jsonl",
-    "*.csv",
-    "README.md",
-    "*.jpg",
-    "*.jpeg",
-    "*.png",
-    "*.webp",
-];
 
 /// The tiny-model fixture's JSON files, a nested plain file and an LFS "weights" file.
 fn tiny_repo() -> FakeRepo {
@@ -598,7 +586,7 @@ fn dataset_downloads_into_its_own_cache_folder() {
     let cache = tempfile::tempdir().unwrap();
     let cfg = config(&hub.endpoint(), cache.path());
 
-    let (result, events) = download_typed(&cfg, RepoType::Dataset, REPO, DATASET_FILES);
+    let (result, events) = download_typed(&cfg, RepoType::Dataset, REPO, tailor_hub::DATASET_FILES);
     let snapshot = result.unwrap();
     let storage = cache.path().join("datasets--tailor-test--tiny-model");
     assert_eq!(snapshot, storage.join("snapshots").join(DATASET_COMMIT));
@@ -677,7 +665,7 @@ fn dataset_downloads_into_its_own_cache_folder() {
 
     // A second run lists the dataset and requests no file.
     hub.clear_seen();
-    let (again, events) = download_typed(&cfg, RepoType::Dataset, REPO, DATASET_FILES);
+    let (again, events) = download_typed(&cfg, RepoType::Dataset, REPO, tailor_hub::DATASET_FILES);
     assert_eq!(again.unwrap(), snapshot);
     assert_eq!(file_requests(&hub), Vec::<String>::new());
     assert!(events.iter().all(|e| e.3));
@@ -693,7 +681,8 @@ fn dataset_downloads_into_its_own_cache_folder() {
         _ => None,
     });
     assert!(offline.offline && offline.cache_dir == cache.path());
-    let (cached, events) = download_typed(&offline, RepoType::Dataset, REPO, DATASET_FILES);
+    let (cached, events) =
+        download_typed(&offline, RepoType::Dataset, REPO, tailor_hub::DATASET_FILES);
     assert_eq!(cached.unwrap(), snapshot);
     assert!(events.is_empty(), "offline lists nothing: {events:?}");
     assert_eq!(
@@ -729,7 +718,7 @@ fn model_and_dataset_ids_never_resolve_to_each_other() {
     download(&cfg, REPO, &["*.json"]).0.unwrap();
 
     // Only a model exists under the id: the dataset is not found, online or from the cache.
-    let err = download_typed(&cfg, RepoType::Dataset, REPO, DATASET_FILES)
+    let err = download_typed(&cfg, RepoType::Dataset, REPO, tailor_hub::DATASET_FILES)
         .0
         .unwrap_err();
     assert!(
@@ -740,7 +729,7 @@ fn model_and_dataset_ids_never_resolve_to_each_other() {
         offline: true,
         ..cfg.clone()
     };
-    let err = download_typed(&offline, RepoType::Dataset, REPO, DATASET_FILES)
+    let err = download_typed(&offline, RepoType::Dataset, REPO, tailor_hub::DATASET_FILES)
         .0
         .unwrap_err();
     assert!(
@@ -758,7 +747,7 @@ fn model_and_dataset_ids_never_resolve_to_each_other() {
     let hub = FakeHub::start(vec![tiny_dataset()]);
     let cache = tempfile::tempdir().unwrap();
     let cfg = config(&hub.endpoint(), cache.path());
-    download_typed(&cfg, RepoType::Dataset, REPO, DATASET_FILES)
+    download_typed(&cfg, RepoType::Dataset, REPO, tailor_hub::DATASET_FILES)
         .0
         .unwrap();
     let err = download(&cfg, REPO, &[]).0.unwrap_err();

@@ -420,26 +420,15 @@ impl VisionAttention {
         let scale = 1.0 / (hd as f64).sqrt();
 
         let mut outputs = Vec::new();
-        let mut i = 0;
-        while i + 1 < segments.len() {
-            let start = segments[i];
-            let len = segments[i + 1] - start;
-            let mut j = i + 1;
-            while j + 1 < segments.len() && segments[j + 1] - segments[j] == len {
-                j += 1;
-            }
-            let count = j - i;
-            if len > 0 {
-                let take = |t: &Tensor| -> Result<Tensor> {
-                    t.narrow(0, start, count * len)?
-                        .reshape((count, len, heads, hd))?
-                        .transpose(1, 2)?
-                        .contiguous()
-                };
-                let out = attention(&take(&q)?, &take(&k)?, &take(&v)?, scale, None)?;
-                outputs.push(out.transpose(1, 2)?.reshape((count * len, heads * hd))?);
-            }
-            i = j;
+        for (start, len, count) in equal_segment_runs(segments) {
+            let take = |t: &Tensor| -> Result<Tensor> {
+                t.narrow(0, start, count * len)?
+                    .reshape((count, len, heads, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let out = attention(&take(&q)?, &take(&k)?, &take(&v)?, scale, None)?;
+            outputs.push(out.transpose(1, 2)?.reshape((count * len, heads * hd))?);
         }
         let out = Tensor::cat(&outputs, 0)?;
         self.proj.forward(&out)
@@ -465,30 +454,39 @@ impl VisionAttention {
         let scale = 1.0 / (hd as f32).sqrt();
         let row = heads * hd;
         let mut runs = Vec::new();
-        let mut i = 0;
-        while i + 1 < segments.len() {
-            let start = segments[i];
-            let len = segments[i + 1] - start;
-            let mut j = i + 1;
-            while j + 1 < segments.len() && segments[j + 1] - segments[j] == len {
-                j += 1;
-            }
-            let count = j - i;
-            if len > 0 {
-                let take = |t: &Tensor| {
-                    t.narrow(0, start * row, count * len * row)?
-                        .reshape((count * heads, len, hd))
-                };
-                let probs = softmax_scaled_fast(&take(&q)?.matmul(&take(&k)?.t()?)?, scale)?;
-                runs.push(probs.matmul(&take(&v)?)?.flatten_all()?);
-            }
-            i = j;
+        for (start, len, count) in equal_segment_runs(segments) {
+            let take = |t: &Tensor| {
+                t.narrow(0, start * row, count * len * row)?
+                    .reshape((count * heads, len, hd))
+            };
+            let probs = softmax_scaled_fast(&take(&q)?.matmul(&take(&k)?.t()?)?, scale)?;
+            runs.push(probs.matmul(&take(&v)?)?.flatten_all()?);
         }
         // The runs cover the rows in order, in the same per-segment layout as `q`.
         let out = Tensor::cat(&runs, 0)?;
         let out = merge_heads(&out, segments, heads, hd)?;
         self.proj.forward(&out)
     }
+}
+
+/// Maximal runs of consecutive non-empty segments of equal length, as `(first row, segment
+/// length, segment count)`: each run is one batched attention (most windows are full).
+fn equal_segment_runs(segments: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i + 1 < segments.len() {
+        let start = segments[i];
+        let len = segments[i + 1] - start;
+        let mut j = i + 1;
+        while j + 1 < segments.len() && segments[j + 1] - segments[j] == len {
+            j += 1;
+        }
+        if len > 0 {
+            runs.push((start, len, j - i));
+        }
+        i = j;
+    }
+    runs
 }
 
 #[derive(Debug, Clone)]
