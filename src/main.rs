@@ -43,6 +43,7 @@ fn configure_threads() {
 
 fn main() -> ExitCode {
     configure_threads();
+    tailor_model::runtime::retain_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data { command } => match command {

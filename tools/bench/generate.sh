@@ -52,7 +52,8 @@ inputs() { # name, model dir
 run() { # name, model dir, round
   local name=$1 dir=$2 r=$3
   wait_idle
-  RAYON_NUM_THREADS=$threads /usr/bin/time -f %M -o "$work/$name.tailor.$r.rss" \
+  # Element-wise ops on the calling thread, as the `tailor` binary runs them (src/main.rs).
+  RAYON_NUM_THREADS=$threads CANDLE_NUM_THREADS=${CANDLE_NUM_THREADS:-1} /usr/bin/time -f %M -o "$work/$name.tailor.$r.rss" \
     "$bench" "$dir" "$work/$name.inputs.safetensors" --new-tokens "$new_tokens" --repeats "$repeats" \
     >"$work/$name.tailor.$r.json" 2>"$work/err" || { cat "$work/err"; exit 1; }
   wait_idle

@@ -199,6 +199,8 @@ fn load_inputs(dir: &Path, path: &Path) -> Result<(VlmInputs, Vec<i64>, usize)> 
 }
 
 fn main() -> Result<()> {
+    // As the `tailor` binary does.
+    tailor_model::runtime::retain_freed_memory();
     let args = parse_args()?;
     let cpu = Device::Cpu;
     let start = Instant::now();

@@ -212,7 +212,17 @@ impl Projection {
 
 impl Module for Projection {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = self.base.forward(xs)?;
+        let weight = self.base.weight();
+        let ys = if xs.track_op() && !weight.track_op() {
+            // A frozen base weight under a tracked input: skip candle's discarded weight gradient.
+            let ys = crate::ops::frozen_linear(xs, weight)?;
+            match self.base.bias() {
+                Some(bias) => ys.broadcast_add(bias)?,
+                None => ys,
+            }
+        } else {
+            self.base.forward(xs)?
+        };
         let Some(lora) = &self.lora else {
             return Ok(ys);
         };

@@ -82,9 +82,9 @@ impl SwiGlu {
 
 impl Module for SwiGlu {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(xs)?.silu()?;
+        let gate = self.gate_proj.forward(xs)?;
         let up = self.up_proj.forward(xs)?;
-        self.down_proj.forward(&(gate * up)?)
+        self.down_proj.forward(&crate::ops::silu_mul(&gate, &up)?)
     }
 }
 
@@ -116,7 +116,7 @@ pub(crate) fn attention(
         Some(mask) => scores.broadcast_add(mask)?,
         None => scores,
     };
-    let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(dtype)?;
+    let probs = crate::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
     probs.matmul(v)
 }
 

@@ -12,13 +12,14 @@
 //! runs fused CPU kernels with no backward: rotary + head split into per-segment blocks in one
 //! pass, a scaled softmax, residual add + RMS norm, SiLU·up (see `VisionTower::inference_only`).
 
-use std::sync::Mutex;
+use rayon::prelude::*;
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Storage, Tensor};
 use candle_nn::VarBuilder;
 use tailor_core::ImageGrid;
 
 use crate::config::{VISION_RMS_NORM_EPS, VisionConfig};
+use crate::kernels::{self, par_rows};
 use crate::lora::Projection;
 use crate::nn::{RmsNorm, SwiGlu, apply_rotary, attention, inv_freq};
 
@@ -573,21 +574,6 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     Ok(f(values))
 }
 
-/// Fills `out` (rows of `row_len`) unit by unit on candle's CPU pool: `f(first_row, rows)`.
-fn par_rows(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    let rows_per_unit = (FAST_UNIT / row_len.max(1)).max(1);
-    let units: Vec<Mutex<&mut [f32]>> = out
-        .chunks_mut(rows_per_unit * row_len.max(1))
-        .map(Mutex::new)
-        .collect();
-    candle_core::utils::barrier_pool().execute_chunked(units.len(), |range| {
-        for u in range {
-            let mut chunk = units[u].lock().unwrap_or_else(|e| e.into_inner());
-            f(u * rows_per_unit, &mut chunk);
-        }
-    });
-}
-
 /// Sum of squares with eight independent accumulators (vectorisable).
 fn sum_sq(x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -639,18 +625,13 @@ fn add_rms_norm_fast(a: &Tensor, b: &Tensor, norm: &RmsNorm) -> Result<(Tensor, 
     let mut sum = vec![0f32; n * d];
     let mut out = vec![0f32; n * d];
     let rows_per_unit = (FAST_UNIT / d.max(1)).max(1);
-    let units: Vec<Mutex<(&mut [f32], &mut [f32])>> = sum
-        .chunks_mut(rows_per_unit * d.max(1))
-        .zip(out.chunks_mut(rows_per_unit * d.max(1)))
-        .map(Mutex::new)
-        .collect();
     with_f32(weight, |w| {
         with_f32(a, |x| {
             with_f32(b, |y| {
-                candle_core::utils::barrier_pool().execute_chunked(units.len(), |range| {
-                    for u in range {
-                        let mut unit = units[u].lock().unwrap_or_else(|e| e.into_inner());
-                        let (srows, orows) = &mut *unit;
+                sum.par_chunks_mut(rows_per_unit * d.max(1))
+                    .zip(out.par_chunks_mut(rows_per_unit * d.max(1)))
+                    .enumerate()
+                    .for_each(|(u, (srows, orows))| {
                         let r0 = u * rows_per_unit;
                         for (i, (srow, orow)) in
                             srows.chunks_mut(d).zip(orows.chunks_mut(d)).enumerate()
@@ -664,12 +645,10 @@ fn add_rms_norm_fast(a: &Tensor, b: &Tensor, norm: &RmsNorm) -> Result<(Tensor, 
                                 *o = v * inv_rms * g;
                             }
                         }
-                    }
-                })
+                    })
             })
         })
     })???;
-    drop(units);
     let device = a.device();
     Ok((
         Tensor::from_vec(sum, (n, d), device)?,
@@ -683,17 +662,7 @@ fn silu_mul_fast(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if up.shape() != &shape {
         candle_core::bail!("silu_mul: shapes {shape:?} and {:?} differ", up.shape());
     }
-    let mut out = vec![0f32; shape.elem_count()];
-    with_f32(gate, |g| {
-        with_f32(up, |u| {
-            par_rows(&mut out, 1, |start, o| {
-                let (g, u) = (&g[start..start + o.len()], &u[start..start + o.len()]);
-                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                    *o = g / (1.0 + (-g).exp()) * u;
-                }
-            })
-        })
-    })??;
+    let out = with_f32(gate, |g| with_f32(up, |u| kernels::silu_mul(g, u)))??;
     Tensor::from_vec(out, shape, gate.device())
 }
 
@@ -701,27 +670,7 @@ fn silu_mul_fast(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 fn softmax_scaled_fast(scores: &Tensor, scale: f32) -> Result<Tensor> {
     let shape = scores.shape().clone();
     let d = shape.dims().last().copied().unwrap_or(1);
-    let mut out = vec![0f32; shape.elem_count()];
-    with_f32(scores, |s| {
-        par_rows(&mut out, d, |r0, o| {
-            for (i, orow) in o.chunks_mut(d).enumerate() {
-                let srow = &s[(r0 + i) * d..(r0 + i + 1) * d];
-                let mut max = f32::NEG_INFINITY;
-                for (o, &v) in orow.iter_mut().zip(srow) {
-                    *o = v * scale;
-                    max = max.max(*o);
-                }
-                let mut sum = 0f32;
-                for o in orow.iter_mut() {
-                    *o = (*o - max).exp();
-                    sum += *o;
-                }
-                for o in orow.iter_mut() {
-                    *o /= sum;
-                }
-            }
-        })
-    })?;
+    let out = with_f32(scores, |s| kernels::softmax_rows(s, scale, d))?;
     Tensor::from_vec(out, shape, scores.device())
 }
 
@@ -757,38 +706,34 @@ fn split_heads_rotary(
     {
         // One unit per segment: (first row, rows, q block, k block, v block).
         type Unit<'a> = (usize, usize, &'a mut [f32], &'a mut [f32], &'a mut [f32]);
-        let mut units: Vec<Mutex<Unit>> = Vec::with_capacity(segments.len());
+        let mut units: Vec<Unit> = Vec::with_capacity(segments.len());
         let (mut qr, mut kr, mut vr) = (q.as_mut_slice(), k.as_mut_slice(), v.as_mut_slice());
         for w in segments.windows(2) {
             let len = w[1] - w[0];
             let (qa, qb) = qr.split_at_mut(len * row);
             let (ka, kb) = kr.split_at_mut(len * row);
             let (va, vb) = vr.split_at_mut(len * row);
-            units.push(Mutex::new((w[0], len, qa, ka, va)));
+            units.push((w[0], len, qa, ka, va));
             (qr, kr, vr) = (qb, kb, vb);
         }
         let half = rope.half;
         with_f32(qkv, |src| {
-            candle_core::utils::barrier_pool().execute_chunked(units.len(), |range| {
-                for u in range {
-                    let mut unit = units[u].lock().unwrap_or_else(|e| e.into_inner());
-                    let (start, len, qd, kd, vd) = &mut *unit;
-                    for r in 0..*len {
-                        let at = *start + r;
-                        let s = &src[at * 3 * row..(at + 1) * 3 * row];
-                        let cos = &rope.cos[at * half..(at + 1) * half];
-                        let sin = &rope.sin[at * half..(at + 1) * half];
-                        for h in 0..heads {
-                            let dst = (h * *len + r) * hd..(h * *len + r + 1) * hd;
-                            let (qs, ks, vs) = (
-                                &s[h * hd..(h + 1) * hd],
-                                &s[row + h * hd..row + (h + 1) * hd],
-                                &s[2 * row + h * hd..2 * row + (h + 1) * hd],
-                            );
-                            rotate_into(qs, cos, sin, &mut qd[dst.clone()]);
-                            rotate_into(ks, cos, sin, &mut kd[dst.clone()]);
-                            vd[dst].copy_from_slice(vs);
-                        }
+            units.into_par_iter().for_each(|(start, len, qd, kd, vd)| {
+                for r in 0..len {
+                    let at = start + r;
+                    let s = &src[at * 3 * row..(at + 1) * 3 * row];
+                    let cos = &rope.cos[at * half..(at + 1) * half];
+                    let sin = &rope.sin[at * half..(at + 1) * half];
+                    for h in 0..heads {
+                        let dst = (h * len + r) * hd..(h * len + r + 1) * hd;
+                        let (qs, ks, vs) = (
+                            &s[h * hd..(h + 1) * hd],
+                            &s[row + h * hd..row + (h + 1) * hd],
+                            &s[2 * row + h * hd..2 * row + (h + 1) * hd],
+                        );
+                        rotate_into(qs, cos, sin, &mut qd[dst.clone()]);
+                        rotate_into(ks, cos, sin, &mut kd[dst.clone()]);
+                        vd[dst].copy_from_slice(vs);
                     }
                 }
             })

@@ -1,0 +1,346 @@
+//! Training-path ops with hand-written backward passes, for work that candle's generic autograd
+//! would waste.
+//!
+//! candle's backward of `x.matmul(w)` always computes both `dx` and `dw`, even when `w` is a
+//! frozen base weight that no optimizer will ever read: with LoRA every base linear layer pays a
+//! full `xᵀ · dy` product (a third of the layer's backward arithmetic), a zero-filled buffer the
+//! size of the weight and an addition into it, all thrown away. [`frozen_linear`] computes the
+//! same forward with a backward that returns `dx` only.
+//!
+//! [`softmax_last_dim`] and [`silu_mul`] replace chains of candle ops (five for a softmax, two
+//! for SiLU·up, each a pass over memory and each with its own backward allocating zero-filled
+//! buffers) by one float32 CPU kernel forward and one backward; other dtypes and devices keep
+//! the composed ops.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, D, DType, Device, Layout, Result, Shape, Storage, Tensor,
+};
+
+use crate::kernels;
+
+/// `x · wᵀ` over the last axis of `x` for a weight `w` `[out, in]` that takes no gradient.
+///
+/// On the CPU, when `x` is tracked and `w` is not, the product is a custom op whose backward
+/// returns only `dL/dx = dL/dy · w`; elsewhere it is candle's plain matmul. Forward values are
+/// those of candle's matmul either way (the same kernel runs).
+pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (out_dim, in_dim) = w.dims2()?;
+    let dims = x.dims();
+    let Some((&last, lead)) = dims.split_last() else {
+        candle_core::bail!("frozen_linear: a scalar input has no feature axis");
+    };
+    if last != in_dim {
+        candle_core::bail!(
+            "frozen_linear: input has {last} features, the weight {w:?} expects {in_dim}",
+            w = w.dims()
+        );
+    }
+    let rows: usize = lead.iter().product();
+    let x2 = x.contiguous()?.reshape((rows, in_dim))?;
+    let y = if matches!(x.device(), Device::Cpu) && x.track_op() && !w.track_op() {
+        x2.apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul { w: w.clone() })))?
+    } else {
+        x2.matmul(&w.t()?)?
+    };
+    let mut shape = lead.to_vec();
+    shape.push(out_dim);
+    y.reshape(shape)
+}
+
+/// The op behind [`frozen_linear`]: `x [rows, in] · wᵀ`, gradient for `x` only.
+struct FrozenMatmul {
+    w: Tensor,
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, x_layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (rows, k) = x_layout.shape().dims2()?;
+        let (n, k2) = self.w.dims2()?;
+        if k != k2 {
+            candle_core::bail!("frozen-linear: [{rows}, {k}] input for a [{n}, {k2}] weight");
+        }
+        let (w_storage, w_layout) = self.w.storage_and_layout();
+        let Storage::Cpu(w) = &*w_storage else {
+            candle_core::bail!("frozen-linear: the weight is not on the CPU");
+        };
+        let wt_layout = w_layout.transpose(0, 1)?;
+        let out = x.matmul(w, (1, rows, n, k), x_layout, &wt_layout)?;
+        Ok((out, Shape::from((rows, n))))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(dy.matmul(&self.w)?))
+    }
+}
+
+/// Whether `t` can go through the float32 CPU kernels.
+fn f32_cpu(t: &Tensor) -> bool {
+    t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu)
+}
+
+/// The values of a contiguous float32 CPU storage under `layout`.
+fn f32_values<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("fused op: the input is not contiguous");
+    };
+    Ok(&storage.as_slice::<f32>()?[start..end])
+}
+
+/// Runs `f` on the values of a float32 CPU tensor (made contiguous first).
+fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("fused op: the tensor is not on the CPU");
+    };
+    Ok(f(f32_values(cpu, layout)?))
+}
+
+/// Softmax over the last axis; differentiable.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if f32_cpu(x) && x.rank() > 0 {
+        return x.contiguous()?.apply_op1(SoftmaxLastDim);
+    }
+    candle_nn::ops::softmax(x, D::Minus1)
+}
+
+struct SoftmaxLastDim;
+
+impl CustomOp1 for SoftmaxLastDim {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = layout.shape().dims().last().copied().unwrap_or(1);
+        let out = kernels::softmax_rows(f32_values(x, layout)?, 1.0, d);
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let d = y.dims().last().copied().unwrap_or(1);
+        let dx = with_values(y, |y| {
+            with_values(dy, |dy| kernels::softmax_backward(y, dy, d))
+        })??;
+        Ok(Some(Tensor::from_vec(dx, y.shape(), y.device())?))
+    }
+}
+
+/// `silu(gate) · up`, element-wise; differentiable in both.
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if f32_cpu(gate) && f32_cpu(up) && gate.shape() == up.shape() {
+        return gate.contiguous()?.apply_op2(&up.contiguous()?, SiluMul);
+    }
+    gate.silu()? * up
+}
+
+struct SiluMul;
+
+impl CustomOp2 for SiluMul {
+    fn name(&self) -> &'static str {
+        "silu-mul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gate: &CpuStorage,
+        gate_layout: &Layout,
+        up: &CpuStorage,
+        up_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = kernels::silu_mul(f32_values(gate, gate_layout)?, f32_values(up, up_layout)?);
+        Ok((CpuStorage::F32(out), gate_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dgate, dup) = with_values(gate, |g| {
+            with_values(up, |u| {
+                with_values(dy, |dy| kernels::silu_mul_backward(g, u, dy))
+            })
+        })???;
+        let (shape, device) = (gate.shape(), gate.device());
+        Ok((
+            Some(Tensor::from_vec(dgate, shape, device)?),
+            Some(Tensor::from_vec(dup, shape, device)?),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Var};
+
+    use super::*;
+
+    fn draw(shape: &[usize], seed: u64) -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn equals_the_plain_matmul_forward_and_input_gradient() {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::BF16] {
+            let x = Var::from_vec(draw(&[2, 5, 7], 1), (2, 5, 7), &dev).unwrap();
+            let x = Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap();
+            let w = Tensor::from_vec(draw(&[3, 7], 2), (3, 7), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let probe = Tensor::from_vec(draw(&[2, 5, 3], 3), (2, 5, 3), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+
+            let ours = frozen_linear(x.as_tensor(), &w).unwrap();
+            let plain = x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap();
+            let diff = |a: &Tensor, b: &Tensor| {
+                (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            assert_eq!(ours.dims(), [2, 5, 3]);
+            assert_eq!(diff(&ours, &plain), 0.0, "{dtype:?} forward");
+
+            let g_ours = (ours * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g_plain = (plain * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let (a, b) = (
+                g_ours.get(x.as_tensor()).unwrap(),
+                g_plain.get(x.as_tensor()).unwrap(),
+            );
+            let tol = if dtype == DType::F32 { 1e-6 } else { 2e-2 };
+            assert!(diff(a, b) <= tol, "{dtype:?} dx differs by {}", diff(a, b));
+            // The frozen weight gets nothing.
+            assert!(g_ours.get(&w).is_none());
+        }
+    }
+
+    #[test]
+    fn untracked_inputs_take_the_plain_path() {
+        let dev = Device::Cpu;
+        let x = Tensor::from_vec(draw(&[4, 6], 4), (4, 6), &dev).unwrap();
+        let w = Tensor::from_vec(draw(&[2, 6], 5), (2, 6), &dev).unwrap();
+        let y = frozen_linear(&x, &w).unwrap();
+        assert!(!y.track_op());
+        let expect = x.matmul(&w.t().unwrap()).unwrap();
+        assert_eq!(
+            y.to_vec2::<f32>().unwrap(),
+            expect.to_vec2::<f32>().unwrap()
+        );
+        assert!(frozen_linear(&x, &w.t().unwrap()).is_err());
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_softmax_equals_the_composed_one_with_its_gradient() {
+        let dev = Device::Cpu;
+        let x = Var::from_vec(draw(&[3, 2, 9], 6), (3, 2, 9), &dev).unwrap();
+        let x = Var::from_tensor(&(x.as_tensor() * 8.0).unwrap()).unwrap();
+        let probe = Tensor::from_vec(draw(&[3, 2, 9], 7), (3, 2, 9), &dev).unwrap();
+        let ours = softmax_last_dim(x.as_tensor()).unwrap();
+        let composed = candle_nn::ops::softmax(x.as_tensor(), D::Minus1).unwrap();
+        assert!(max_diff(&ours, &composed) < 1e-7);
+        let g_ours = (ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_comp = (composed * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (a, b) = (
+            g_ours.get(x.as_tensor()).unwrap(),
+            g_comp.get(x.as_tensor()).unwrap(),
+        );
+        assert!(max_diff(a, b) < 1e-7, "dx differs by {}", max_diff(a, b));
+    }
+
+    #[test]
+    fn fused_silu_mul_equals_the_composed_one_with_its_gradients() {
+        let dev = Device::Cpu;
+        let g = Var::from_vec(draw(&[4, 33], 8), (4, 33), &dev).unwrap();
+        let g = Var::from_tensor(&(g.as_tensor() * 12.0).unwrap()).unwrap();
+        let u = Var::from_vec(draw(&[4, 33], 9), (4, 33), &dev).unwrap();
+        let probe = Tensor::from_vec(draw(&[4, 33], 10), (4, 33), &dev).unwrap();
+        let ours = silu_mul(g.as_tensor(), u.as_tensor()).unwrap();
+        let composed = (g.as_tensor().silu().unwrap() * u.as_tensor()).unwrap();
+        assert!(max_diff(&ours, &composed) < 1e-6);
+        let g_ours = (ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_comp = (composed * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&g, &u] {
+            let (a, b) = (
+                g_ours.get(v.as_tensor()).unwrap(),
+                g_comp.get(v.as_tensor()).unwrap(),
+            );
+            assert!(
+                max_diff(a, b) < 1e-6,
+                "gradient differs by {}",
+                max_diff(a, b)
+            );
+        }
+        // Other dtypes keep the composed ops.
+        let gb = g.as_tensor().to_dtype(DType::BF16).unwrap();
+        let ub = u.as_tensor().to_dtype(DType::BF16).unwrap();
+        assert_eq!(silu_mul(&gb, &ub).unwrap().dtype(), DType::BF16);
+    }
+}
