@@ -13,16 +13,12 @@ use tailor_data::synth::{self, ImageFormat, SynthConfig};
 
 use crate::args::{DemoArgs, DeviceArg, DtypeArg, EvalArgs, PixelArgs, PromptArgs, TrainArgs};
 
-/// Products × views of the demo catalog (112×168 PNG renderings, seed 42): every category2 drawn
+/// Products × views of the demo catalog (64×96 PNG renderings, seed 42): every category2 drawn
 /// equally often (blocks of nine), four views per product — the rows of
-/// `tailor data synth --rows 1440 --seed 42 --caption --width 112 --height 168`.
+/// `tailor data synth --rows 1440 --seed 42 --caption`.
 const PRODUCTS: usize = 360;
 const VIEWS: usize = 4;
 const SEED: u64 = 42;
-/// The base model's image budget (its preprocessor's min = max pixels, 112×168: 8×12 patches,
-/// 24 image tokens), so images are drawn at the resolution the model sees, not upscaled.
-const WIDTH: u32 = 112;
-const HEIGHT: u32 = 168;
 
 /// A file of the repository (the demo's base model and config live next to the sources).
 fn repo_path(rel: &str) -> PathBuf {
@@ -35,8 +31,8 @@ fn write_catalog(path: &Path) -> Result<usize> {
         products: PRODUCTS,
         views_per_product: VIEWS,
         seed: SEED,
-        width: WIDTH,
-        height: HEIGHT,
+        width: 64,
+        height: 96,
         format: ImageFormat::Png,
     };
     let bar = crate::progress::bar(Some(synth::len(&cfg)), "catalog");
