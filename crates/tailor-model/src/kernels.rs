@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 /// Elements per unit of parallel work: enough to amortise the dispatch.
-const UNIT: usize = 16 * 1024;
+pub(crate) const UNIT: usize = 16 * 1024;
 
 /// Runs `f(first_row, rows)` over `out` (rows of `row_len`) in units of about [`UNIT`] elements
 /// on rayon's pool.

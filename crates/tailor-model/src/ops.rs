@@ -92,7 +92,7 @@ fn f32_values<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]>
 }
 
 /// Runs `f` on the values of a float32 CPU tensor (made contiguous first).
-fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+pub(crate) fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
@@ -213,37 +213,20 @@ mod tests {
 
             let ours = frozen_linear(x.as_tensor(), &w).unwrap();
             let plain = x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap();
-            let diff = |a: &Tensor, b: &Tensor| {
-                (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
             assert_eq!(ours.dims(), [2, 5, 3]);
-            assert_eq!(diff(&ours, &plain), 0.0, "{dtype:?} forward");
+            assert_eq!(max_diff(&ours, &plain), 0.0, "{dtype:?} forward");
 
-            let g_ours = (ours * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let g_plain = (plain * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let (g_ours, g_plain) = (grads_of(ours, &probe), grads_of(plain, &probe));
             let (a, b) = (
                 g_ours.get(x.as_tensor()).unwrap(),
                 g_plain.get(x.as_tensor()).unwrap(),
             );
             let tol = if dtype == DType::F32 { 1e-6 } else { 2e-2 };
-            assert!(diff(a, b) <= tol, "{dtype:?} dx differs by {}", diff(a, b));
+            assert!(
+                max_diff(a, b) <= tol,
+                "{dtype:?} dx differs by {}",
+                max_diff(a, b)
+            );
             // The frozen weight gets nothing.
             assert!(g_ours.get(&w).is_none());
         }
@@ -264,8 +247,13 @@ mod tests {
         assert!(frozen_linear(&x, &w.t().unwrap()).is_err());
     }
 
+    /// Gradients of `Σ y · probe`.
+    fn grads_of(y: Tensor, probe: &Tensor) -> candle_core::backprop::GradStore {
+        (y * probe).unwrap().sum_all().unwrap().backward().unwrap()
+    }
+
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
+        (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
             .unwrap()
             .abs()
             .unwrap()
@@ -286,18 +274,7 @@ mod tests {
         let ours = softmax_last_dim(x.as_tensor()).unwrap();
         let composed = candle_nn::ops::softmax(x.as_tensor(), D::Minus1).unwrap();
         assert!(max_diff(&ours, &composed) < 1e-7);
-        let g_ours = (ours * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g_comp = (composed * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let (g_ours, g_comp) = (grads_of(ours, &probe), grads_of(composed, &probe));
         let (a, b) = (
             g_ours.get(x.as_tensor()).unwrap(),
             g_comp.get(x.as_tensor()).unwrap(),
@@ -315,18 +292,7 @@ mod tests {
         let ours = silu_mul(g.as_tensor(), u.as_tensor()).unwrap();
         let composed = (g.as_tensor().silu().unwrap() * u.as_tensor()).unwrap();
         assert!(max_diff(&ours, &composed) < 1e-6);
-        let g_ours = (ours * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g_comp = (composed * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let (g_ours, g_comp) = (grads_of(ours, &probe), grads_of(composed, &probe));
         for v in [&g, &u] {
             let (a, b) = (
                 g_ours.get(v.as_tensor()).unwrap(),

@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use candle_core::{DType, Device, IndexOp, Module, Result, Storage, Tensor};
+use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use tailor_core::ImageGrid;
 
@@ -22,6 +22,7 @@ use crate::config::{VISION_RMS_NORM_EPS, VisionConfig};
 use crate::kernels::{self, par_rows};
 use crate::lora::Projection;
 use crate::nn::{RmsNorm, SwiGlu, apply_rotary, attention, inv_freq};
+use crate::ops::with_values;
 
 /// The window order of the merged tokens and the window segment boundaries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -529,11 +530,8 @@ impl Module for PatchMerger {
 }
 
 // Inference-only CPU kernels (float32). Each computes what the differentiable path computes, in
-// one pass over contiguous memory spread over candle's CPU thread pool; none has a backward, so
+// one pass over contiguous memory spread over rayon's pool; none has a backward, so
 // they run only when `VisionTower::inference_only` holds.
-
-/// Elements per unit of parallel work: enough to amortise the dispatch.
-const FAST_UNIT: usize = 16 * 1024;
 
 /// Cosine and sine `[rows, head_dim / 2]` of the 2-D rotary angles, rows in window order.
 struct FastRope {
@@ -562,18 +560,6 @@ impl FastRope {
     }
 }
 
-/// Runs `f` on the values of a float32 CPU tensor, in row-major order.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("the fast vision kernels run on the CPU only")
-    };
-    let start = layout.start_offset();
-    let values = &cpu.as_slice::<f32>()?[start..start + layout.shape().elem_count()];
-    Ok(f(values))
-}
-
 /// Sum of squares with eight independent accumulators (vectorisable).
 fn sum_sq(x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -593,8 +579,8 @@ fn rms_norm_fast(xs: &Tensor, norm: &RmsNorm) -> Result<Tensor> {
     let (weight, eps) = norm.parts();
     let eps = eps as f32;
     let mut out = vec![0f32; n * d];
-    with_f32(weight, |w| {
-        with_f32(xs, |x| {
+    with_values(weight, |w| {
+        with_values(xs, |x| {
             par_rows(&mut out, d, |r0, o| {
                 for (i, orow) in o.chunks_mut(d).enumerate() {
                     let xrow = &x[(r0 + i) * d..(r0 + i + 1) * d];
@@ -624,10 +610,10 @@ fn add_rms_norm_fast(a: &Tensor, b: &Tensor, norm: &RmsNorm) -> Result<(Tensor, 
     let eps = eps as f32;
     let mut sum = vec![0f32; n * d];
     let mut out = vec![0f32; n * d];
-    let rows_per_unit = (FAST_UNIT / d.max(1)).max(1);
-    with_f32(weight, |w| {
-        with_f32(a, |x| {
-            with_f32(b, |y| {
+    let rows_per_unit = (kernels::UNIT / d.max(1)).max(1);
+    with_values(weight, |w| {
+        with_values(a, |x| {
+            with_values(b, |y| {
                 sum.par_chunks_mut(rows_per_unit * d.max(1))
                     .zip(out.par_chunks_mut(rows_per_unit * d.max(1)))
                     .enumerate()
@@ -662,7 +648,7 @@ fn silu_mul_fast(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if up.shape() != &shape {
         candle_core::bail!("silu_mul: shapes {shape:?} and {:?} differ", up.shape());
     }
-    let out = with_f32(gate, |g| with_f32(up, |u| kernels::silu_mul(g, u)))??;
+    let out = with_values(gate, |g| with_values(up, |u| kernels::silu_mul(g, u)))??;
     Tensor::from_vec(out, shape, gate.device())
 }
 
@@ -670,7 +656,7 @@ fn silu_mul_fast(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 fn softmax_scaled_fast(scores: &Tensor, scale: f32) -> Result<Tensor> {
     let shape = scores.shape().clone();
     let d = shape.dims().last().copied().unwrap_or(1);
-    let out = with_f32(scores, |s| kernels::softmax_rows(s, scale, d))?;
+    let out = with_values(scores, |s| kernels::softmax_rows(s, scale, d))?;
     Tensor::from_vec(out, shape, scores.device())
 }
 
@@ -717,7 +703,7 @@ fn split_heads_rotary(
             (qr, kr, vr) = (qb, kb, vb);
         }
         let half = rope.half;
-        with_f32(qkv, |src| {
+        with_values(qkv, |src| {
             units.into_par_iter().for_each(|(start, len, qd, kd, vd)| {
                 for r in 0..len {
                     let at = start + r;
@@ -755,7 +741,7 @@ fn merge_heads(blocks: &Tensor, segments: &[usize], heads: usize, hd: usize) -> 
         );
     }
     let mut out = vec![0f32; n * row];
-    with_f32(blocks, |src| {
+    with_values(blocks, |src| {
         par_rows(&mut out, row, |r0, o| {
             for (i, orow) in o.chunks_mut(row).enumerate() {
                 let at = r0 + i;
