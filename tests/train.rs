@@ -130,6 +130,39 @@ fn uninterrupted() -> Vec<u8> {
     .clone()
 }
 
+/// Micro-batches run in parallel on the CPU (one per rayon thread): the adapter must be bit for
+/// bit the one a serial run gives, whatever the number of threads.
+#[test]
+fn parallel_micro_batches_train_exactly_as_a_serial_run() {
+    let run = |threads: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "");
+        let out = tailor(
+            &["train", "--config", p(&cfg)],
+            &[("RAYON_NUM_THREADS", threads)],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::read_to_string(dir.path().join("out/log.jsonl")).unwrap();
+        let losses: Vec<String> = log
+            .lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.get("eval_loss").or(v.get("loss")).map(|x| x.to_string())
+            })
+            .collect();
+        (adapter_bytes(&dir.path().join("out")), losses)
+    };
+    let serial = run("1");
+    assert!(serial.1.len() >= 8, "{:?}", serial.1);
+    for threads in ["2", "3"] {
+        assert!(run(threads) == serial, "{threads} threads differ from one");
+    }
+}
+
 #[test]
 fn train_then_predict_with_the_adapter_then_export() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,10 +5,12 @@
 //! The adapter weights are float32 [`Var`]s whatever the base dtype (PEFT's
 //! `autocast_adapter_dtype`): the branch casts its input to float32 and its output back. Dropout
 //! masks come from a counter-based generator keyed by (dropout key, layer), so a recomputed layer
-//! (gradient checkpointing) and a resumed run see exactly the masks of the original pass.
+//! (gradient checkpointing) and a resumed run see exactly the masks of the original pass. The key
+//! is per thread, so micro-batches trained on different threads at once each see their own masks.
 
+use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Device, Module, Result, Tensor, Var};
 use candle_nn::{Linear, VarBuilder};
@@ -108,11 +110,15 @@ impl TargetMatcher {
     }
 }
 
+thread_local! {
+    /// The dropout key of forward passes on this thread (see [`LoraRuntime::set_dropout_key`]).
+    static DROPOUT_KEY: Cell<u64> = const { Cell::new(0) };
+}
+
 /// State shared by every adapter of one model: training mode and the current dropout key.
 #[derive(Debug, Default)]
 pub struct LoraRuntime {
     training: AtomicBool,
-    dropout_key: AtomicU64,
 }
 
 impl LoraRuntime {
@@ -127,9 +133,15 @@ impl LoraRuntime {
     }
 
     /// The key from which every dropout mask of the next forward pass derives (the trainer sets
-    /// one per micro-batch, derived from the seed and the micro-batch number).
+    /// one per micro-batch, derived from the seed and the micro-batch number). It holds for
+    /// forward passes on the calling thread only: the trainer runs micro-batches on several
+    /// threads at once, each with its own key.
     pub fn set_dropout_key(&self, key: u64) {
-        self.dropout_key.store(key, Ordering::Relaxed);
+        DROPOUT_KEY.with(|k| k.set(key));
+    }
+
+    fn dropout_key(&self) -> u64 {
+        DROPOUT_KEY.with(Cell::get)
     }
 }
 
@@ -152,7 +164,7 @@ impl LoraLayer {
         if self.dropout <= 0.0 || !self.runtime.training() {
             return Ok(xs);
         }
-        let key = self.runtime.dropout_key.load(Ordering::Relaxed);
+        let key = self.runtime.dropout_key();
         let mut rng = SplitMix64::new(key ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let keep = 1.0 / (1.0 - self.dropout) as f32;
         let p = self.dropout;
@@ -428,20 +440,23 @@ mod tests {
         assert_eq!(off.sum_all().unwrap().to_scalar::<f32>().unwrap(), 32.0);
         rt.set_training(true);
         rt.set_dropout_key(11);
-        let a = layers[0]
-            .dropout(x.clone())
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let b = layers[0]
-            .dropout(x.clone())
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        assert_eq!(a, b);
+        let mask = || {
+            layers[0]
+                .dropout(x.clone())
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap()
+        };
+        let a = mask();
+        assert_eq!(a, mask());
         assert!(a.iter().flatten().all(|&v| v == 0.0 || v == 2.0));
+        // Another thread's key does not leak into this one (parallel micro-batches).
+        std::thread::scope(|s| {
+            s.spawn(|| rt.set_dropout_key(12));
+        });
+        assert_eq!(a, mask());
         rt.set_dropout_key(12);
-        let c = layers[0].dropout(x).unwrap().to_vec2::<f32>().unwrap();
+        let c = mask();
         assert_ne!(a, c);
     }
 }

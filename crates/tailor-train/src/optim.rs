@@ -346,8 +346,12 @@ fn lerp(start: &Tensor, end: &Tensor, weight: f64) -> candle_core::Result<Tensor
 /// rounds each per-tensor norm to the gradient dtype first, so the two agree to f32 rounding.
 /// An empty map has norm 0, as in torch.
 pub fn grad_norm(grads: &HashMap<String, Tensor>) -> Result<f64> {
+    // In name order: a map's own order changes from process to process, and so would the
+    // rounding of the sum (and, through the clipping coefficient, a resumed run's weights).
+    let mut names: Vec<&String> = grads.keys().collect();
+    names.sort();
     let mut sum = 0.0f64;
-    for g in grads.values() {
+    for g in names.into_iter().map(|n| &grads[n]) {
         sum += g
             .to_dtype(DType::F64)?
             .sqr()?

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 use serde_json::{Value, json};
 use tailor_core::Batch;
 use tailor_model::{Adapter, AdapterFile, Qwen25Vl, VlmInputs};
@@ -40,7 +41,7 @@ use crate::schedule::{
 };
 
 /// Samples the trainer can batch by index.
-pub trait BatchSource {
+pub trait BatchSource: Sync {
     /// Number of samples.
     fn len(&self) -> usize;
 
@@ -60,7 +61,7 @@ pub trait BatchSource {
 
 /// What the loop trains: its parameters, how dropout is driven, and how its state is saved into
 /// and restored from a checkpoint folder (and `output_dir` at the end).
-pub trait Trainable {
+pub trait Trainable: Sync {
     /// The trainable tensors by name, in a fixed order.
     fn params(&self) -> Vec<(String, candle_core::Var)>;
     /// Training mode (dropout on) or evaluation mode.
@@ -358,6 +359,29 @@ pub fn check_writable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How many micro-batches of one update run at once: one per rayon thread on the CPU, where a
+/// small model's operations cannot keep every core busy on their own (candle parallelises
+/// little besides matrix products); one on a GPU. Each lane holds one micro-batch's activations.
+fn parallel_micro_batches(device: &Device) -> usize {
+    if device.is_cpu() {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    }
+}
+
+/// `f(index, item)` for every item, on rayon's threads when there are several, in order.
+fn in_lanes<T: Sync, R: Send>(items: &[T], f: impl Fn(usize, &T) -> R + Sync) -> Vec<R> {
+    if items.len() > 1 {
+        items.par_iter().enumerate().map(|(j, x)| f(j, x)).collect()
+    } else {
+        items.iter().enumerate().map(|(j, x)| f(j, x)).collect()
+    }
+}
+
+/// One micro-batch's share of the update's loss and its gradients.
+type MicroOutcome = (f64, Vec<Tensor>);
+
 /// One collated micro-batch on the device.
 struct MicroBatch {
     inputs: VlmInputs,
@@ -396,13 +420,21 @@ pub fn evaluate<S: BatchSource>(
     }
     let device = model.lm_head().device().clone();
     let order: Vec<usize> = (0..source.len()).collect();
+    let batches: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
     let (mut weighted, mut samples) = (0.0f64, 0usize);
-    for chunk in order.chunks(batch_size.max(1)) {
-        let mb = micro_batch(source, chunk, &device)?;
-        let (sum, n) = model.loss_sum(&mb.inputs, &mb.labels)?;
-        if n > 0 {
-            weighted += sum / n as f64 * mb.samples as f64;
-            samples += mb.samples;
+    // Batches run several at a time (as training's micro-batches do) and are summed in order.
+    for wave in batches.chunks(parallel_micro_batches(&device)) {
+        let loss = |chunk: &&[usize]| -> Result<(f64, usize, usize)> {
+            let mb = micro_batch(source, chunk, &device)?;
+            let (sum, n) = model.loss_sum(&mb.inputs, &mb.labels)?;
+            Ok((sum, n, mb.samples))
+        };
+        for result in in_lanes(wave, |_, chunk| loss(chunk)) {
+            let (sum, n, batch_samples) = result?;
+            if n > 0 {
+                weighted += sum / n as f64 * batch_samples as f64;
+                samples += batch_samples;
+            }
         }
     }
     Ok(if samples == 0 {
@@ -468,6 +500,7 @@ pub fn train<S: BatchSource>(
     let names: Vec<String> = params.iter().map(|(n, _)| n.clone()).collect();
     let vars: Vec<candle_core::Var> = params.iter().map(|(_, v)| v.clone()).collect();
     let mut optim = AdamW::new(params, settings.adamw)?;
+    let lanes = parallel_micro_batches(&device);
 
     let mut state = TrainerState {
         global_step: 0,
@@ -595,41 +628,56 @@ pub fn train<S: BatchSource>(
         let update_in_epoch = pos.batches_done_in_epoch / steps.accumulation;
         let count = steps.batches_in_update(update_in_epoch);
 
-        let mut micro = Vec::with_capacity(count as usize);
-        for j in 0..count {
-            let b = (pos.batches_done_in_epoch + j) as usize;
-            let lo = b * settings.batch_size;
-            let hi = (lo + settings.batch_size).min(epoch_order.len());
-            micro.push(micro_batch(train, &epoch_order[lo..hi], &device)?);
-        }
+        let done = pos.batches_done_in_epoch as usize;
+        let micro = (0..count as usize)
+            .into_par_iter()
+            .map(|j| {
+                let lo = (done + j) * settings.batch_size;
+                let hi = (lo + settings.batch_size).min(epoch_order.len());
+                micro_batch(train, &epoch_order[lo..hi], &device)
+            })
+            .collect::<Result<Vec<MicroBatch>>>()?;
         let total_tokens: usize = micro.iter().map(|m| m.tokens).sum();
         let step = state.global_step + 1;
 
         adapter.set_training(true);
         let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
         let mut step_loss = 0.0f64;
-        for (j, mb) in micro.iter().enumerate() {
-            adapter.set_dropout_key(mix(settings.seed, state.tailor.micro_batches + j as u64));
-            let normalizer = match settings.loss_normalization {
-                LossNormalization::Tokens => total_tokens as f64,
-                LossNormalization::MicroBatchMean => (mb.tokens * micro.len()) as f64,
+        // Micro-batches run `lanes` at a time, each on its own thread with its own dropout key;
+        // their results are summed in micro-batch order, so the update is bit for bit the one a
+        // serial loop computes.
+        let first_micro_batch = state.tailor.micro_batches;
+        for (wave, chunk) in micro.chunks(lanes).enumerate() {
+            let run = |j: usize, mb: &MicroBatch| -> Result<Option<MicroOutcome>> {
+                if mb.tokens == 0 {
+                    return Ok(None);
+                }
+                let index = (wave * lanes + j) as u64;
+                adapter.set_dropout_key(mix(settings.seed, first_micro_batch + index));
+                let normalizer = match settings.loss_normalization {
+                    LossNormalization::Tokens => total_tokens as f64,
+                    LossNormalization::MicroBatchMean => (mb.tokens * micro.len()) as f64,
+                };
+                let out = model.loss_and_grads(
+                    &mb.inputs,
+                    &mb.labels,
+                    &vars,
+                    normalizer,
+                    settings.gradient_checkpointing,
+                )?;
+                Ok(Some((out.loss_sum / normalizer, out.grads)))
             };
-            if mb.tokens == 0 {
-                continue;
-            }
-            let out = model.loss_and_grads(
-                &mb.inputs,
-                &mb.labels,
-                &vars,
-                normalizer,
-                settings.gradient_checkpointing,
-            )?;
-            step_loss += out.loss_sum / normalizer;
-            for (acc, g) in grads.iter_mut().zip(out.grads) {
-                *acc = Some(match acc.take() {
-                    Some(a) => (a + g)?,
-                    None => g,
-                });
+            for result in in_lanes(chunk, run) {
+                let Some((loss, micro_grads)) = result? else {
+                    continue;
+                };
+                step_loss += loss;
+                for (acc, g) in grads.iter_mut().zip(micro_grads) {
+                    *acc = Some(match acc.take() {
+                        Some(a) => (a + g)?,
+                        None => g,
+                    });
+                }
             }
         }
         adapter.set_training(false);
