@@ -60,6 +60,10 @@ pub struct DemoArgs {
     /// Evaluate at most this many held-out samples.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    /// Products in the synthetic catalog (four views each; a tenth are held out for testing and
+    /// a tenth for validation).
+    #[arg(long, value_name = "N", default_value_t = crate::demo::PRODUCTS)]
+    pub products: usize,
 }
 
 /// `tailor eval`

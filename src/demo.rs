@@ -16,7 +16,7 @@ use crate::args::{DemoArgs, DeviceArg, DtypeArg, EvalArgs, PixelArgs, PromptArgs
 /// Products × views of the demo catalog (64×96 PNG renderings, seed 42): every category2 drawn
 /// equally often (blocks of nine), four views per product — the rows of
 /// `tailor data synth --rows 1440 --seed 42 --caption`.
-const PRODUCTS: usize = 360;
+pub(crate) const PRODUCTS: usize = 360;
 const VIEWS: usize = 4;
 const SEED: u64 = 42;
 
@@ -26,9 +26,9 @@ fn repo_path(rel: &str) -> PathBuf {
 }
 
 /// Writes the demo catalog (the recipe's columns plus the generic `caption`).
-fn write_catalog(path: &Path) -> Result<usize> {
+fn write_catalog(path: &Path, products: usize) -> Result<usize> {
     let cfg = SynthConfig {
-        products: PRODUCTS,
+        products,
         views_per_product: VIEWS,
         seed: SEED,
         width: 64,
@@ -67,9 +67,10 @@ pub fn demo(a: DemoArgs) -> Result<()> {
 
     eprintln!("[1/4] synthetic catalog");
     let catalog = out.join("catalog.parquet");
-    let rows = write_catalog(&catalog)?;
+    let rows = write_catalog(&catalog, a.products)?;
     eprintln!(
-        "      {rows} rows ({PRODUCTS} products × {VIEWS} views) in {}",
+        "      {rows} rows ({} products × {VIEWS} views) in {}",
+        a.products,
         catalog.display()
     );
 

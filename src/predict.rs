@@ -40,15 +40,25 @@ pub(crate) fn load_model(
     dtype: DType,
     device: &Device,
 ) -> Result<Qwen25Vl> {
-    let mut model = Qwen25Vl::load(dir, dtype, device)
-        .with_context(|| format!("loading the model in {}", dir.display()))?;
-    if let Some(adapter) = adapter {
-        let file = AdapterFile::read(adapter, device)
-            .with_context(|| format!("reading the adapter in {}", adapter.display()))?;
-        model
-            .load_adapter(&file)
-            .with_context(|| format!("attaching the adapter in {}", adapter.display()))?;
-    }
+    let Some(adapter) = adapter else {
+        return Qwen25Vl::load(dir, dtype, device)
+            .with_context(|| format!("loading the model in {}", dir.display()));
+    };
+    let file = AdapterFile::read(adapter, device)
+        .with_context(|| format!("reading the adapter in {}", adapter.display()))?;
+    // The adapter's `modules_to_save` weights replace the base's as the model loads.
+    let mut model = Qwen25Vl::load_with_saved(
+        dir,
+        dtype,
+        device,
+        &file.spec.modules_to_save,
+        Some(&file.saved),
+        false,
+    )
+    .with_context(|| format!("loading the model in {}", dir.display()))?;
+    model
+        .load_adapter(&file)
+        .with_context(|| format!("attaching the adapter in {}", adapter.display()))?;
     Ok(model)
 }
 

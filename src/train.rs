@@ -60,17 +60,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
     // First, before any thread exists (see `interrupt`).
     let stop = crate::interrupt::install().context("installing the Ctrl-C handling")?;
     let cfg = TrainConfig::from_file(&a.config, &a.set)?;
-    if cfg
-        .lora
-        .as_ref()
-        .and_then(|l| l.modules_to_save.as_ref())
-        .is_some_and(|m| !m.is_empty())
-    {
-        bail!(
-            "{}: [lora] modules_to_save is not supported yet (train LoRA pairs only)",
-            a.config.display()
-        );
-    }
     for note in cfg.notes() {
         eprintln!("tailor: note: {note}");
     }
@@ -174,8 +163,15 @@ pub fn train(a: TrainArgs) -> Result<()> {
     // LoRA when the config has a [lora] section, else every weight (full fine-tuning).
     let (model, trainable): (Qwen25Vl, Box<dyn Trainable>) = match cfg.lora_spec() {
         Some(spec) => {
-            let mut model = Qwen25Vl::load(&model_dir, dtype, &device)
-                .with_context(|| format!("loading the model in {}", model_dir.display()))?;
+            let mut model = Qwen25Vl::load_with_saved(
+                &model_dir,
+                dtype,
+                &device,
+                &spec.modules_to_save,
+                None,
+                true,
+            )
+            .with_context(|| format!("loading the model in {}", model_dir.display()))?;
             let adapter = model.attach_lora(&spec, InitFrom::Seed(cfg.training.seed))?;
             (model, Box::new(adapter))
         }

@@ -163,6 +163,109 @@ fn parallel_micro_batches_train_exactly_as_a_serial_run() {
     }
 }
 
+/// `tailor predict` on the test rows of `split`: one JSON object per row.
+fn predict(model: &str, adapter: Option<&Path>, split: &Path) -> Vec<serde_json::Value> {
+    let cat = catalog();
+    let mut args = vec![
+        "predict",
+        "--model",
+        model,
+        "--dataset",
+        p(&cat),
+        "--split-file",
+        p(split),
+        "--split",
+        "test",
+        "--max-new-tokens",
+        "6",
+    ];
+    if let Some(a) = adapter {
+        args.extend(["--adapter", p(a)]);
+    }
+    let out = ok(&args);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `modules_to_save` (PEFT's trainable copies) through the CLI: trained, saved with the adapter,
+/// resumed bit for bit after a crash, predicted with, and merged by export.
+#[test]
+fn modules_to_save_trains_resumes_predicts_and_exports() {
+    let with_saved = |dir: &Path| {
+        let cfg = config(dir, "");
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "target_modules = [",
+            "modules_to_save = [\"lm_head\", \"norm\"]\ntarget_modules = [",
+        );
+        std::fs::write(&cfg, text).unwrap();
+        cfg
+    };
+    let clean = tempfile::tempdir().unwrap();
+    let cfg = with_saved(clean.path());
+    let run = ok(&["train", "--config", p(&cfg)]);
+    let out = clean.path().join("out");
+    let saved = safetensors_keys(&out.join("adapter_model.safetensors"));
+    assert!(
+        saved.contains(&"base_model.model.lm_head.weight".to_string()),
+        "{saved:?}"
+    );
+    assert!(
+        saved.contains(&"base_model.model.model.language_model.norm.weight".to_string()),
+        "{saved:?}"
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("trainable params:"));
+
+    let crashed_dir = tempfile::tempdir().unwrap();
+    let crashed_cfg = with_saved(crashed_dir.path());
+    let crashed = tailor(
+        &["train", "--config", p(&crashed_cfg)],
+        &[("TAILOR_FAULT", "crash_after_update:5")],
+    );
+    assert!(!crashed.status.success());
+    ok(&["train", "--config", p(&crashed_cfg), "--resume"]);
+    assert!(
+        adapter_bytes(&crashed_dir.path().join("out")) == adapter_bytes(&out),
+        "the resumed run differs"
+    );
+
+    let split = out.join("split.json");
+    let adapted = predict("tests/fixtures/model/tied", Some(&out), &split);
+    let merged = clean.path().join("merged");
+    ok(&export_args(&out, &merged));
+    let exported = predict(p(&merged), None, &split);
+    let ids =
+        |v: &[serde_json::Value]| v.iter().map(|r| r["token_ids"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&adapted), ids(&exported));
+}
+
+/// `tailor export` of the tiny model with the adapter in `adapter` into `merged`.
+fn export_args<'a>(adapter: &'a Path, merged: &'a Path) -> [&'a str; 7] {
+    [
+        "export",
+        "--model",
+        "tests/fixtures/model/tied",
+        "--adapter",
+        p(adapter),
+        "--out",
+        p(merged),
+    ]
+}
+
+fn safetensors_keys(file: &Path) -> Vec<String> {
+    let bytes = std::fs::read(file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .cloned()
+        .collect()
+}
+
 #[test]
 fn train_then_predict_with_the_adapter_then_export() {
     let dir = tempfile::tempdir().unwrap();
@@ -232,33 +335,8 @@ fn train_then_predict_with_the_adapter_then_export() {
 
     // predict with the adapter, then with the merged export: the same greedy tokens.
     let split = out.join("split.json");
-    let cat = catalog();
-    let predict = |model: &str, adapter: Option<&Path>| -> Vec<serde_json::Value> {
-        let mut args = vec![
-            "predict",
-            "--model",
-            model,
-            "--dataset",
-            p(&cat),
-            "--split-file",
-            p(&split),
-            "--split",
-            "test",
-            "--max-new-tokens",
-            "6",
-        ];
-        if let Some(a) = adapter {
-            args.extend(["--adapter", p(a)]);
-        }
-        let out = ok(&args);
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
-    let base = predict("tests/fixtures/model/tied", None);
-    let adapted = predict("tests/fixtures/model/tied", Some(&out));
+    let base = predict("tests/fixtures/model/tied", None, &split);
+    let adapted = predict("tests/fixtures/model/tied", Some(&out), &split);
     // With the adapter's labels.json, every answer starts with a label seen in training.
     let labels: Vec<(String, String)> =
         serde_json::from_str(&std::fs::read_to_string(out.join("labels.json")).unwrap()).unwrap();
@@ -281,20 +359,12 @@ fn train_then_predict_with_the_adapter_then_export() {
         "the adapter changes nothing"
     );
     let merged = dir.path().join("merged");
-    let export_args = [
-        "export",
-        "--model",
-        "tests/fixtures/model/tied",
-        "--adapter",
-        p(&out),
-        "--out",
-        p(&merged),
-    ];
+    let export_args = export_args(&out, &merged);
     let exported = ok(&export_args);
     assert!(String::from_utf8_lossy(&exported.stderr).contains("merged with the adapter"));
     assert!(merged.join("model.safetensors.index.json").is_file());
     assert!(merged.join("tokenizer.json").is_file());
-    let from_merged = predict(p(&merged), None);
+    let from_merged = predict(p(&merged), None, &split);
     assert_eq!(
         from_merged
             .iter()
@@ -307,6 +377,7 @@ fn train_then_predict_with_the_adapter_then_export() {
     );
     // Evaluation of base and fine-tuned side by side, constrained to the training labels.
     let report = dir.path().join("eval");
+    let cat = catalog();
     let eval = ok(&[
         "eval",
         "--model",

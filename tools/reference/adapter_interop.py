@@ -5,7 +5,8 @@ Usage (from the repository root, offline):
 
     HF_HUB_OFFLINE=1 /work/venv/bin/python tools/reference/adapter_interop.py IN_DIR OUT_FILE [BASE_DIR]
 
-IN_DIR/adapter/ must be a PEFT adapter directory (adapter_config.json + adapter_model.safetensors) with
+IN_DIR/adapter/ must be a PEFT adapter directory (adapter_config.json + adapter_model.safetensors,
+optionally with modules_to_save copies stored as `base_model.model.<module>.weight`) with
 new-style key names (`base_model.model.model.language_model.layers.N.self_attn.q_proj.lora_A.weight`,
 `base_model.model.model.visual.blocks.N....`). BASE_DIR defaults to tests/fixtures/model/tied; its
 reference.safetensors supplies the batch (input_ids, attention_mask, mm_token_type_ids, pixel_values,
@@ -14,7 +15,7 @@ image_grid_thw).
 Steps: `Qwen2_5_VLForConditionalGeneration.from_pretrained(BASE_DIR, attn_implementation="eager",
 dtype=float32)`, then `PeftModel.from_pretrained(base, IN_DIR/adapter)`. The script fails (exit code 1,
 message on stderr) unless every tensor of adapter_model.safetensors became a live LoRA parameter with
-exactly the stored value (no unexpected key: a name PEFT did not map onto a module; no missing key:
+exactly the stored value (for a modules_to_save tensor: its trainable copy; no unexpected key: a name PEFT did not map onto a module; no missing key:
 a LoRA parameter the file does not set, e.g. a module in target_modules that the file lacks) and PEFT
 emitted no missing/unexpected-key warning.
 
@@ -73,11 +74,14 @@ def load_checked_adapter(base_dir: Path, adapter_dir: Path) -> PeftModel:
     model.eval()
     stored = load_file(str(adapter_dir / "adapter_model.safetensors"))
     live = {}
+    adapter = model.active_adapter
     for name, param in model.named_parameters():
         if ".lora_" in name:
-            adapter = model.active_adapter
             assert f".{adapter}." in name, name
             live[name.replace(f".{adapter}.", ".")] = param
+        elif f".modules_to_save.{adapter}." in name:
+            # modules_to_save copies: PEFT saves `X.modules_to_save.default.weight` as `X.weight`.
+            live[name.replace(f".modules_to_save.{adapter}.", ".")] = param
     unexpected = sorted(set(stored) - set(live))
     missing = sorted(set(live) - set(stored))
     if unexpected:
@@ -126,7 +130,8 @@ def main() -> None:
         }
     )
     n_tensors = sum(1 for n, _ in model.named_parameters() if ".lora_" in n)
-    print(json.dumps({"lora_tensors": n_tensors, "r": cfg.r, "lora_alpha": cfg.lora_alpha, "use_rslora": cfg.use_rslora,
+    n_saved = sum(1 for n, _ in model.named_parameters() if ".modules_to_save." in n)
+    print(json.dumps({"lora_tensors": n_tensors, "modules_to_save_tensors": n_saved, "r": cfg.r, "lora_alpha": cfg.lora_alpha, "use_rslora": cfg.use_rslora,
                       "scaling_by_module": scalings, "logits_shape": list(logits.shape), "out": str(out_file)}))
 
 

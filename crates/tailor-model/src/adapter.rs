@@ -55,6 +55,7 @@ pub struct Adapter {
     layers: Vec<(String, LoraLayer)>,
     all_paths: Vec<String>,
     runtime: Arc<LoraRuntime>,
+    saved: Vec<(String, Var)>,
 }
 
 impl Adapter {
@@ -63,13 +64,21 @@ impl Adapter {
         layers: Vec<(String, LoraLayer)>,
         all_paths: Vec<String>,
         runtime: Arc<LoraRuntime>,
+        saved: Vec<(String, Var)>,
     ) -> Self {
         Self {
             spec,
             layers,
             all_paths,
             runtime,
+            saved,
         }
+    }
+
+    /// The trainable `modules_to_save` weights by canonical tensor name (see
+    /// [`crate::Qwen25Vl::load_with_saved`]).
+    pub fn saved(&self) -> &[(String, Var)] {
+        &self.saved
     }
 
     /// The settings.
@@ -92,7 +101,8 @@ impl Adapter {
         &self.layers
     }
 
-    /// Trainable tensors by PEFT key, in model order (A then B per module).
+    /// Trainable tensors by PEFT key: the pairs in model order (A then B per module), then the
+    /// `modules_to_save` weights by name (`base_model.model.<name>`, as PEFT saves them).
     pub fn params(&self) -> Vec<(String, Var)> {
         self.layers
             .iter()
@@ -102,15 +112,17 @@ impl Adapter {
                     (peft_key(path, false), l.b.clone()),
                 ]
             })
+            .chain(
+                self.saved
+                    .iter()
+                    .map(|(name, v)| (format!("{KEY_PREFIX}{name}"), v.clone())),
+            )
             .collect()
     }
 
     /// Number of trainable values.
     pub fn num_params(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|(_, l)| l.a.elem_count() + l.b.elem_count())
-            .sum()
+        self.params().iter().map(|(_, v)| v.elem_count()).sum()
     }
 
     /// The current weights by PEFT key.
@@ -196,7 +208,14 @@ impl Adapter {
             ("lora_alpha", alpha),
             ("lora_bias", json!(false)),
             ("lora_dropout", json!(s.lora_dropout)),
-            ("modules_to_save", Value::Null),
+            (
+                "modules_to_save",
+                if s.modules_to_save.is_empty() {
+                    Value::Null
+                } else {
+                    json!(s.modules_to_save)
+                },
+            ),
             ("peft_type", json!("LORA")),
             ("r", json!(s.r)),
             ("rank_pattern", json!({})),
@@ -245,6 +264,8 @@ pub struct AdapterFile {
     pub base_model: Option<String>,
     /// `(A, B)` per canonical module path, as stored.
     pub weights: BTreeMap<String, (Tensor, Tensor)>,
+    /// The `modules_to_save` weights by canonical tensor name, as stored (their dtype kept).
+    pub saved: BTreeMap<String, Tensor>,
 }
 
 impl AdapterFile {
@@ -290,12 +311,18 @@ impl AdapterFile {
                 "bias = {b:?} is not supported (only \"none\")"
             )));
         }
-        if get("modules_to_save")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
-        {
-            return Err(bad("modules_to_save is not supported".into()));
-        }
+        let modules_to_save: Vec<String> = match get("modules_to_save") {
+            None => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| bad(format!("modules_to_save entry {v} is not a string")))
+                })
+                .collect::<Result<_>>()?,
+            Some(v) => return Err(bad(format!("modules_to_save {v} is not a list"))),
+        };
         let r = get("r").and_then(Value::as_u64).unwrap_or(8) as usize;
         let target_modules = match get("target_modules") {
             Some(Value::String(s)) if s == "all-linear" => TargetModules::AllLinear,
@@ -318,6 +345,7 @@ impl AdapterFile {
                 Some(Value::String(s)) if s == "gaussian" => LoraInit::Gaussian,
                 _ => LoraInit::Kaiming,
             },
+            modules_to_save,
         };
         let weights_path = dir.join(ADAPTER_WEIGHTS);
         if !weights_path.is_file() {
@@ -328,12 +356,28 @@ impl AdapterFile {
         }
         let tensors = candle_core::safetensors::load(&weights_path, device)?;
         let mut halves: BTreeMap<String, (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();
+        let mut saved = BTreeMap::new();
         for (key, tensor) in tensors {
             let Some((path, a)) = parse_peft_key(&key) else {
-                return Err(bad(format!(
-                    "{} holds `{key}`, which is not a LoRA weight",
-                    weights_path.display()
-                )));
+                let name = key
+                    .strip_prefix(KEY_PREFIX)
+                    .map(|k| canonical_name(k.replace(".modules_to_save.default", "").as_str()));
+                match name {
+                    Some(name)
+                        if crate::lora::saved_module_tensor(&spec.modules_to_save, &name) =>
+                    {
+                        saved.insert(name, tensor);
+                        continue;
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "{} holds `{key}`, which is neither a LoRA weight nor a weight of \
+                             a module in modules_to_save {:?}",
+                            weights_path.display(),
+                            spec.modules_to_save
+                        )));
+                    }
+                }
             };
             let entry = halves.entry(path).or_default();
             let slot = if a { &mut entry.0 } else { &mut entry.1 };
@@ -360,6 +404,7 @@ impl AdapterFile {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             weights,
+            saved,
         })
     }
 }

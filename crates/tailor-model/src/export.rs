@@ -91,16 +91,34 @@ pub fn export_merged(
             });
         }
     }
+    let embed = format!("{}.embed_tokens.weight", crate::weights::TEXT_PREFIX);
+    for name in adapter.saved.keys() {
+        if !(checkpoint.tensors().contains_key(name) || tied && name == LM_HEAD) {
+            return Err(ModelError::InvalidAdapter {
+                path: adapter.dir.clone(),
+                detail: format!(
+                    "modules_to_save weight `{name}` is not a weight of {}",
+                    model_dir.display()
+                ),
+            });
+        }
+    }
+    // A saved copy of a tied head or embedding unties them (each is then its own matrix).
+    let untie = tied && (adapter.saved.contains_key(LM_HEAD) || adapter.saved.contains_key(&embed));
     std::fs::create_dir_all(out_dir).map_err(|source| ModelError::Write {
         path: out_dir.to_path_buf(),
         source,
     })?;
 
-    let names: Vec<&String> = checkpoint
+    let mut names: Vec<&String> = checkpoint
         .tensors()
         .keys()
         .filter(|n| !(tied && n.as_str() == LM_HEAD))
         .collect();
+    let head = LM_HEAD.to_owned();
+    if untie {
+        names.push(&head);
+    }
     let total = names.len();
     let device = Device::Cpu;
     let mut current: BTreeMap<String, Tensor> = BTreeMap::new();
@@ -115,14 +133,25 @@ pub fn export_merged(
         Ok(file)
     };
     for (done, name) in names.iter().enumerate() {
-        let stored = checkpoint.load(name, &device)?;
         let module = name.strip_suffix(".weight");
-        let tensor = match module.and_then(|m| adapter.weights.get(m)) {
-            Some((a, b)) => {
-                merged += 1;
-                merge_weight(&stored, a, b, scaling_of(a.dim(0)?), dtype)?
+        let tensor = if let Some(saved) = adapter.saved.get(name.as_str()) {
+            merged += 1;
+            saved.to_device(&device)?.to_dtype(dtype)?
+        } else {
+            // An untied head without its own copy keeps the original (embedding) matrix.
+            let source = if untie && name.as_str() == LM_HEAD {
+                &embed
+            } else {
+                name
+            };
+            let stored = checkpoint.load(source, &device)?;
+            match module.and_then(|m| adapter.weights.get(m)) {
+                Some((a, b)) => {
+                    merged += 1;
+                    merge_weight(&stored, a, b, scaling_of(a.dim(0)?), dtype)?
+                }
+                None => stored.to_dtype(dtype)?,
             }
-            None => stored.to_dtype(dtype)?,
         };
         let bytes = (tensor.elem_count() * dtype.size_in_bytes()) as u64;
         if shard_bytes > 0 && shard_bytes + bytes > max_shard_bytes {
@@ -160,12 +189,35 @@ pub fn export_merged(
     let index = json!({"metadata": {"total_size": total_bytes}, "weight_map": weight_map});
     write_json(&out_dir.join("model.safetensors.index.json"), &index)?;
     copy_model_files(model_dir, out_dir, dtype)?;
+    if untie {
+        untie_config(&out_dir.join("config.json"))?;
+    }
     Ok(ExportReport {
         shards: final_names,
         tensors: written.len(),
         merged,
         total_bytes,
     })
+}
+
+/// Sets `tie_word_embeddings = false` in a written `config.json` (top level and `text_config`,
+/// where transformers 5 reads it).
+fn untie_config(path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut cfg: Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+        what: path.display().to_string(),
+        source,
+    })?;
+    if let Some(obj) = cfg.as_object_mut() {
+        obj.insert("tie_word_embeddings".into(), json!(false));
+        if let Some(t) = obj.get_mut("text_config").and_then(Value::as_object_mut) {
+            t.insert("tie_word_embeddings".into(), json!(false));
+        }
+    }
+    write_json(path, &cfg)
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {

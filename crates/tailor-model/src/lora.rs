@@ -53,6 +53,21 @@ pub struct LoraSpec {
     pub adapt_vision: bool,
     /// `init_lora_weights`.
     pub init: LoraInit,
+    /// `modules_to_save`: modules trained in full next to the LoRA pairs and saved with the
+    /// adapter (PEFT keeps a trainable copy and leaves the original untouched). A module is
+    /// selected when its full name *ends with* an entry, as a plain string (PEFT's rule: `"norm"`
+    /// selects every `…input_layernorm` too).
+    pub modules_to_save: Vec<String>,
+}
+
+/// Whether the weight `tensor` (canonical name, e.g. `model.language_model.norm.weight`) belongs
+/// to a module that `modules_to_save` selects: one of its enclosing module names ends with an
+/// entry.
+pub fn saved_module_tensor(modules_to_save: &[String], tensor: &str) -> bool {
+    tensor
+        .match_indices('.')
+        .map(|(i, _)| &tensor[..i])
+        .any(|module| modules_to_save.iter().any(|m| module.ends_with(m.as_str())))
 }
 
 impl LoraSpec {
@@ -372,7 +387,46 @@ mod tests {
             target_modules: targets,
             adapt_vision: vision,
             init: LoraInit::Kaiming,
+            modules_to_save: vec![],
         }
+    }
+
+    #[test]
+    fn saved_modules_match_by_plain_suffix_of_any_enclosing_module() {
+        let rules = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let norm = rules(&["norm"]);
+        assert!(saved_module_tensor(
+            &norm,
+            "model.language_model.norm.weight"
+        ));
+        assert!(saved_module_tensor(
+            &norm,
+            "model.language_model.layers.0.input_layernorm.weight"
+        ));
+        assert!(!saved_module_tensor(
+            &norm,
+            "model.visual.blocks.0.norm1.weight"
+        ));
+        let heads = rules(&["lm_head", "embed_tokens"]);
+        assert!(saved_module_tensor(&heads, "lm_head.weight"));
+        assert!(saved_module_tensor(
+            &heads,
+            "model.language_model.embed_tokens.weight"
+        ));
+        assert!(!saved_module_tensor(
+            &heads,
+            "model.language_model.norm.weight"
+        ));
+        // A container selects everything inside it.
+        let mlp = rules(&["layers.1.mlp"]);
+        assert!(saved_module_tensor(
+            &mlp,
+            "model.language_model.layers.1.mlp.down_proj.weight"
+        ));
+        assert!(!saved_module_tensor(
+            &mlp,
+            "model.language_model.layers.1.self_attn.q_proj.weight"
+        ));
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub struct Qwen25Vl {
     lm_head: Tensor,
     cfg: Config,
     vision_lora: bool,
+    /// Trainable copies of `modules_to_save` weights by canonical name (name order).
+    saved: Vec<(String, candle_core::Var)>,
+    /// The `modules_to_save` rules the weights were loaded for.
+    saved_rules: Vec<String>,
 }
 
 impl Qwen25Vl {
@@ -85,7 +89,81 @@ impl Qwen25Vl {
             lm_head,
             cfg: cfg.clone(),
             vision_lora: false,
+            saved: Vec::new(),
+            saved_rules: Vec::new(),
         })
+    }
+
+    /// [`Qwen25Vl::load`] for an adapter with `modules_to_save` (PEFT's trainable module copies):
+    /// the weights of the modules that `modules_to_save` selects come from `values` (canonical
+    /// tensor names, e.g. an [`AdapterFile::saved`]) or else from the checkpoint, and with
+    /// `trainable` they are [`Var`](candle_core::Var)s that the next
+    /// [`Qwen25Vl::attach_lora`] hands to its adapter. Under tied embeddings, saving
+    /// `lm_head` or `embed_tokens` unties them as PEFT does: each selected one is its own copy,
+    /// the other keeps the original matrix. A value that names no selected weight is an error.
+    pub fn load_with_saved(
+        dir: &Path,
+        dtype: DType,
+        device: &Device,
+        modules_to_save: &[String],
+        values: Option<&std::collections::BTreeMap<String, Tensor>>,
+        trainable: bool,
+    ) -> crate::Result<Self> {
+        let cfg = Config::from_file(&dir.join("config.json"))?;
+        let checkpoint = Checkpoint::open(dir)?;
+        let tied = checkpoint.ties_lm_head(&cfg);
+        let rules = modules_to_save.to_vec();
+        let select = move |name: &str| crate::lora::saved_module_tensor(&rules, name);
+        // The weights this model has under the rules (a tied head counts as its own module).
+        let selected: Vec<String> = crate::weights::expected_tensors(&cfg, true)
+            .into_iter()
+            .map(|t| t.name)
+            .filter(|n| select(n))
+            .collect();
+        if let Some(values) = values
+            && let Some(unknown) = values.keys().find(|k| !selected.contains(k))
+        {
+            return Err(crate::ModelError::InvalidConfig {
+                key: "modules_to_save".into(),
+                detail: format!(
+                    "the adapter holds `{unknown}`, which is not a weight of a module that \
+                     modules_to_save {modules_to_save:?} selects in this model"
+                ),
+            });
+        }
+        let values = values.cloned().unwrap_or_default();
+        let embed = format!("{TEXT_PREFIX}.embed_tokens.weight");
+        let head_own = tied && select(LM_HEAD);
+        let embed_own = tied && select(&embed);
+        let head_value = values.get(LM_HEAD).cloned();
+        let replace = crate::weights::Replace {
+            select: Box::new(select),
+            values: values.into_iter().collect(),
+            trainable,
+        };
+        let (vb, made) = checkpoint.var_builder_replacing(&cfg, dtype, device, replace)?;
+        let mut model = Self::new(&cfg, vb)?;
+        let mut saved = std::mem::take(&mut *made.lock().expect("not poisoned"));
+        if head_own || embed_own {
+            // Untie: the head is its own copy (selected) or the original matrix (only the
+            // embedding selected).
+            let head = match head_value.filter(|_| head_own) {
+                Some(t) => t.to_device(device)?,
+                None => checkpoint.load(&embed, device)?,
+            }
+            .to_dtype(dtype)?;
+            model.lm_head = if head_own && trainable {
+                let var = candle_core::Var::from_tensor(&head)?;
+                saved.push((LM_HEAD.to_owned(), var.clone()));
+                var.as_tensor().clone()
+            } else {
+                head
+            };
+        }
+        saved.sort_by(|a, b| a.0.cmp(&b.0));
+        model.saved = saved;
+        model.saved_rules = modules_to_save.to_vec();
+        Ok(model)
     }
 
     /// Reads `config.json` and the verified weights of a model directory.
@@ -160,11 +238,29 @@ impl Qwen25Vl {
         self.vision_lora = named
             .iter()
             .any(|(p, _)| p.starts_with(crate::weights::VISION_PREFIX));
-        Ok(Adapter::new(spec.clone(), named, all_paths, runtime))
+        Ok(Adapter::new(
+            spec.clone(),
+            named,
+            all_paths,
+            runtime,
+            self.saved.clone(),
+        ))
     }
 
     /// Attaches an adapter read from disk ([`AdapterFile::read`]).
+    /// Its `modules_to_save` weights must have been loaded with the model
+    /// ([`Qwen25Vl::load_with_saved`]).
     pub fn load_adapter(&mut self, file: &AdapterFile) -> crate::Result<Adapter> {
+        if file.spec.modules_to_save != self.saved_rules {
+            return Err(crate::ModelError::InvalidAdapter {
+                path: file.dir.clone(),
+                detail: format!(
+                    "the adapter saves modules {:?}, the model was loaded for {:?} (load it \
+                     with Qwen25Vl::load_with_saved)",
+                    file.spec.modules_to_save, self.saved_rules
+                ),
+            });
+        }
         self.attach_lora(&file.spec, InitFrom::Weights(&file.weights))
     }
 

@@ -173,7 +173,10 @@ impl Qwen25Vl {
                     None => grad_out.zeros_like()?,
                 };
             }
-            if self.vision_adapted() {
+            // Trainable weights below the decoder (vision adapters, a trainable embedding or
+            // vision tower in full fine-tuning, `modules_to_save` copies) make the embeddings
+            // tracked; only then is there anything to back-propagate into.
+            if embeds.track_op() {
                 let grads = (embeds * &grad_out)?.sum_all()?.backward()?;
                 acc.add(&grads)?;
             }

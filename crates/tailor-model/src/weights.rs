@@ -11,10 +11,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device, Shape, Tensor};
+use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::VarBuilder;
 use candle_nn::var_builder::SimpleBackend;
 
@@ -289,6 +289,37 @@ impl Checkpoint {
         dtype: DType,
         device: &Device,
     ) -> Result<VarBuilder<'static>> {
+        let backend = self.backend(cfg, None)?;
+        Ok(VarBuilder::from_backend(
+            Box::new(backend),
+            dtype,
+            device.clone(),
+        ))
+    }
+
+    /// [`Checkpoint::var_builder`] where the tensors that `replace.select` picks are served from
+    /// `replace.values` when given there (else from the file), converted to `dtype`, and — with
+    /// `replace.trainable` — as fresh [`Var`]s, which land in the returned list as they are read.
+    pub(crate) fn var_builder_replacing(
+        &self,
+        cfg: &Config,
+        dtype: DType,
+        device: &Device,
+        replace: Replace,
+    ) -> Result<(VarBuilder<'static>, MadeVars)> {
+        let made = Arc::new(Mutex::new(Vec::new()));
+        let backend = self.backend(cfg, Some((replace, Arc::clone(&made))))?;
+        Ok((
+            VarBuilder::from_backend(Box::new(backend), dtype, device.clone()),
+            made,
+        ))
+    }
+
+    fn backend(
+        &self,
+        cfg: &Config,
+        replace: Option<(Replace, MadeVars)>,
+    ) -> Result<CanonicalNames> {
         let report = self.report(cfg);
         if !report.is_clean() {
             return Err(ModelError::WeightMismatch(report));
@@ -298,16 +329,25 @@ impl Checkpoint {
             .iter()
             .map(|(canonical, stored)| (canonical.clone(), stored.stored_name.clone()))
             .collect();
-        let backend = CanonicalNames {
+        Ok(CanonicalNames {
             data: Arc::clone(&self.data),
             names,
-        };
-        Ok(VarBuilder::from_backend(
-            Box::new(backend),
-            dtype,
-            device.clone(),
-        ))
+            replace,
+        })
     }
+}
+
+/// The [`Var`]s a replacing backend made, by canonical name, in the order they were read.
+pub(crate) type MadeVars = Arc<Mutex<Vec<(String, Var)>>>;
+
+/// Which tensors a [`Checkpoint::var_builder_replacing`] serves differently, and how.
+pub(crate) struct Replace {
+    /// Picks tensors by canonical name.
+    pub select: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    /// Values that replace the stored ones.
+    pub values: HashMap<String, Tensor>,
+    /// Serve the picked tensors as trainable [`Var`]s.
+    pub trainable: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -319,6 +359,7 @@ struct ShardIndex {
 struct CanonicalNames {
     data: Arc<MmapedSafetensors>,
     names: HashMap<String, String>,
+    replace: Option<(Replace, MadeVars)>,
 }
 
 impl CanonicalNames {
@@ -353,7 +394,21 @@ impl SimpleBackend for CanonicalNames {
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.data.load(self.stored(name)?, dev)?.to_dtype(dtype)
+        let Some((replace, made)) = self.replace.as_ref().filter(|(r, _)| (r.select)(name)) else {
+            return self.data.load(self.stored(name)?, dev)?.to_dtype(dtype);
+        };
+        let tensor = match replace.values.get(name) {
+            Some(t) => t.to_device(dev)?.to_dtype(dtype)?,
+            None => self.data.load(self.stored(name)?, dev)?.to_dtype(dtype)?,
+        };
+        if !replace.trainable {
+            return Ok(tensor);
+        }
+        let var = Var::from_tensor(&tensor)?;
+        made.lock()
+            .expect("the list is only pushed to")
+            .push((name.to_owned(), var.clone()));
+        Ok(var.as_tensor().clone())
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

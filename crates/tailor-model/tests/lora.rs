@@ -18,6 +18,7 @@ fn spec(targets: TargetModules, vision: bool, dropout: f64) -> LoraSpec {
         target_modules: targets,
         adapt_vision: vision,
         init: LoraInit::Kaiming,
+        modules_to_save: vec![],
     }
 }
 
@@ -60,16 +61,29 @@ fn norm(t: &Tensor) -> f32 {
 
 #[test]
 fn every_adapter_weight_gets_a_gradient_and_checkpointing_changes_nothing() {
-    for (fixture, vision) in [("windows", true), ("tied", false)] {
+    // The last case also trains PEFT `modules_to_save` copies: the (tied) embedding and head
+    // and the vision merger, below the decoder that checkpointing recomputes.
+    let saved: Vec<String> = ["embed_tokens", "lm_head", "merger"]
+        .map(String::from)
+        .to_vec();
+    for (fixture, vision, to_save) in [
+        ("windows", true, vec![]),
+        ("tied", false, vec![]),
+        ("tied", false, saved),
+    ] {
         let f = Fixture::load(fixture);
-        let mut model = f.model(DType::F32);
-        let adapter = model
-            .attach_lora(
-                &spec(TargetModules::AllLinear, vision, 0.2),
-                InitFrom::Seed(3),
-            )
-            .unwrap();
+        let mut model =
+            Qwen25Vl::load_with_saved(&f.dir, DType::F32, &Device::Cpu, &to_save, None, true)
+                .unwrap();
+        let mut lora = spec(TargetModules::AllLinear, vision, 0.2);
+        lora.modules_to_save = to_save.clone();
+        let adapter = model.attach_lora(&lora, InitFrom::Seed(3)).unwrap();
         assert_eq!(model.vision_adapted(), vision);
+        assert_eq!(
+            adapter.saved().len(),
+            if to_save.is_empty() { 0 } else { 2 + 5 },
+            "embedding, head, the merger's ln_q (RMSNorm) and two linears with biases"
+        );
         let params = adapter.params();
         randomise_b(&params);
         let vars: Vec<Var> = params.iter().map(|(_, v)| v.clone()).collect();
@@ -98,7 +112,7 @@ fn every_adapter_weight_gets_a_gradient_and_checkpointing_changes_nothing() {
                 "{fixture}: {name}: checkpointed gradient differs by {diff} (norm {n})"
             );
         }
-        if !vision {
+        if !vision && to_save.is_empty() {
             assert!(params.iter().all(|(n, _)| n.contains("language_model")));
         }
     }

@@ -1144,6 +1144,7 @@ impl TrainConfig {
                 InitLoraWeights::Default => tailor_model::LoraInit::Kaiming,
                 InitLoraWeights::Gaussian => tailor_model::LoraInit::Gaussian,
             },
+            modules_to_save: l.modules_to_save.clone().unwrap_or_default(),
         })
     }
 

@@ -457,6 +457,15 @@ fn restore_adapter(adapter: &Adapter, dir: &Path, device: &Device) -> Result<()>
         layer.a.set(a)?;
         layer.b.set(b)?;
     }
+    for (name, var) in adapter.saved() {
+        let Some(t) = file.saved.get(name) else {
+            return Err(TrainError::Resume {
+                path: dir.to_path_buf(),
+                detail: format!("the saved adapter has no modules_to_save weight {name}"),
+            });
+        };
+        var.set(&t.to_dtype(var.dtype())?)?;
+    }
     Ok(())
 }
 

@@ -24,9 +24,19 @@ fn interop_dir() -> PathBuf {
     fixture("interop")
 }
 
-/// Writes the interop adapter into `dir` exactly as the fixture was made.
-fn make_adapter(dir: &Path) {
-    let mut model = Qwen25Vl::load(&model_dir(), DType::F32, &Device::Cpu).unwrap();
+/// Writes the interop adapter into `dir` exactly as the fixture was made (with
+/// `modules_to_save` for the `interop-saved` fixture).
+fn make_adapter(dir: &Path, modules_to_save: &[&str]) {
+    let modules_to_save: Vec<String> = modules_to_save.iter().map(|m| m.to_string()).collect();
+    let mut model = Qwen25Vl::load_with_saved(
+        &model_dir(),
+        DType::F32,
+        &Device::Cpu,
+        &modules_to_save,
+        None,
+        true,
+    )
+    .unwrap();
     let spec = LoraSpec {
         r: 4,
         lora_alpha: 16.0,
@@ -39,6 +49,7 @@ fn make_adapter(dir: &Path) {
         ]),
         adapt_vision: false,
         init: LoraInit::Kaiming,
+        modules_to_save,
     };
     let adapter = model.attach_lora(&spec, InitFrom::Seed(2024)).unwrap();
     let (inputs, labels) = reference_batch();
@@ -71,15 +82,30 @@ fn make_adapter(dir: &Path) {
     adapter.save(dir, "tests/fixtures/model/tied").unwrap();
 }
 
-#[test]
-fn python_peft_loads_tailors_adapter_and_reproduces_its_logits() {
-    let committed = interop_dir().join("adapter");
+/// Loads `dir` (base + adapter) as `tailor predict --adapter` does.
+fn load_adapted(adapter_dir: &Path) -> (Qwen25Vl, AdapterFile) {
+    let file = AdapterFile::read(adapter_dir, &Device::Cpu).unwrap();
+    let mut model = Qwen25Vl::load_with_saved(
+        &model_dir(),
+        DType::F32,
+        &Device::Cpu,
+        &file.spec.modules_to_save,
+        Some(&file.saved),
+        false,
+    )
+    .unwrap();
+    model.load_adapter(&file).unwrap();
+    (model, file)
+}
+
+fn peft_interop(fixture_dir: &Path, modules_to_save: &[&str]) {
+    let committed = fixture_dir.join("adapter");
     if std::env::var_os("TAILOR_WRITE_FIXTURES").is_some() {
-        make_adapter(&committed);
+        make_adapter(&committed, modules_to_save);
     }
     // The committed adapter is what tailor writes today: same config text, same tensors.
     let fresh = tempfile::tempdir().unwrap();
-    make_adapter(fresh.path());
+    make_adapter(fresh.path(), modules_to_save);
     let read = |p: &Path| std::fs::read_to_string(p.join("adapter_config.json")).unwrap();
     assert_eq!(read(fresh.path()), read(&committed));
     let now = AdapterFile::read(fresh.path(), &Device::Cpu).unwrap();
@@ -88,13 +114,19 @@ fn python_peft_loads_tailors_adapter_and_reproduces_its_logits() {
         let (na, nb) = &now.weights[path];
         assert!(max_abs(a, na) < 1e-6 && max_abs(b, nb) < 1e-6, "{path}");
     }
+    assert_eq!(
+        then.saved.keys().collect::<Vec<_>>(),
+        now.saved.keys().collect::<Vec<_>>()
+    );
+    for (name, t) in &then.saved {
+        assert!(max_abs(t, &now.saved[name]) < 1e-6, "{name}");
+    }
 
-    let mut model = Qwen25Vl::load(&model_dir(), DType::F32, &Device::Cpu).unwrap();
-    model.load_adapter(&then).unwrap();
+    let (model, _) = load_adapted(&committed);
     let (inputs, _) = reference_batch();
     let logits = model.logits(&model.forward(&inputs).unwrap()).unwrap();
     let peft =
-        candle_core::safetensors::load(interop_dir().join("peft_logits.safetensors"), &Device::Cpu)
+        candle_core::safetensors::load(fixture_dir.join("peft_logits.safetensors"), &Device::Cpu)
             .unwrap();
     let diff = max_abs(&logits, &peft["logits"]);
     assert!(diff < 1e-4, "tailor vs PEFT logits differ by {diff}");
@@ -102,6 +134,55 @@ fn python_peft_loads_tailors_adapter_and_reproduces_its_logits() {
     let base = Qwen25Vl::load(&model_dir(), DType::F32, &Device::Cpu).unwrap();
     let base_logits = base.logits(&base.forward(&inputs).unwrap()).unwrap();
     assert!(max_abs(&logits, &base_logits) > 1e-2);
+}
+
+#[test]
+fn python_peft_loads_tailors_adapter_and_reproduces_its_logits() {
+    peft_interop(&interop_dir(), &[]);
+}
+
+/// `modules_to_save = ["lm_head", "embed_tokens"]` on the tied model: PEFT gives each its own
+/// trainable copy (untying them); the trained copies travel in the adapter file.
+#[test]
+fn python_peft_loads_an_adapter_with_modules_to_save() {
+    let dir = fixture("interop-saved");
+    peft_interop(&dir, &["lm_head", "embed_tokens"]);
+    let file = AdapterFile::read(&dir.join("adapter"), &Device::Cpu).unwrap();
+    let names: Vec<&str> = file.saved.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["lm_head.weight", "model.language_model.embed_tokens.weight"]
+    );
+    // Training moved both copies apart from the shared original (every copy got a gradient).
+    let base = tailor_model::Checkpoint::open(&model_dir()).unwrap();
+    let original = base
+        .load("model.language_model.embed_tokens.weight", &Device::Cpu)
+        .unwrap();
+    for (name, t) in &file.saved {
+        assert!(max_abs(t, &original) > 1e-3, "{name} did not train");
+    }
+    assert!(max_abs(&file.saved[names[0]], &file.saved[names[1]]) > 1e-3);
+
+    // The merged export unties them and gives the adapted model's logits.
+    let out = tempfile::tempdir().unwrap();
+    let merged = out.path().join("merged");
+    export_merged(&model_dir(), &file, &merged, DType::F32, 300_000, |_, _| {}).unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["tie_word_embeddings"], false);
+    let exported = Qwen25Vl::load(&merged, DType::F32, &Device::Cpu).unwrap();
+    let (adapted, _) = load_adapted(&dir.join("adapter"));
+    let (inputs, _) = reference_batch();
+    let a = exported
+        .logits(&exported.forward(&inputs).unwrap())
+        .unwrap();
+    let b = adapted.logits(&adapted.forward(&inputs).unwrap()).unwrap();
+    assert!(
+        max_abs(&a, &b) < 1e-4,
+        "merged vs adapted: {}",
+        max_abs(&a, &b)
+    );
 }
 
 #[test]
