@@ -447,6 +447,13 @@ pub struct SynthArgs {
     /// gender): the pretraining task of the demo's base model.
     #[arg(long)]
     pub caption: bool,
+    /// Image width in pixels (default: the embedded sample's 64). Garments are drawn in the
+    /// largest centred 2:3 frame, so a width:height other than 2:3 adds margins.
+    #[arg(long, value_name = "PIXELS")]
+    pub width: Option<u32>,
+    /// Image height in pixels (default: the embedded sample's 96).
+    #[arg(long, value_name = "PIXELS")]
+    pub height: Option<u32>,
 }
 
 /// Layouts `tailor data synth` writes.

@@ -421,6 +421,9 @@ pub fn synth(a: SynthArgs) -> Result<()> {
     if let Some(seed) = a.seed {
         cfg.seed = seed;
     }
+    cfg.width = a.width.unwrap_or(cfg.width);
+    cfg.height = a.height.unwrap_or(cfg.height);
+    cfg.validate()?;
     let per_product = synth::len(&cfg) / cfg.products.max(1);
     let rows = a.rows.unwrap_or_else(|| synth::len(&cfg));
     if rows == 0 {

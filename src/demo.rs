@@ -13,12 +13,16 @@ use tailor_data::synth::{self, ImageFormat, SynthConfig};
 
 use crate::args::{DemoArgs, DeviceArg, DtypeArg, EvalArgs, PixelArgs, PromptArgs, TrainArgs};
 
-/// Products × views of the demo catalog (64×96 PNG renderings, seed 42): every category2 drawn
+/// Products × views of the demo catalog (112×168 PNG renderings, seed 42): every category2 drawn
 /// equally often (blocks of nine), four views per product — the rows of
-/// `tailor data synth --rows 1440 --seed 42 --caption`.
+/// `tailor data synth --rows 1440 --seed 42 --caption --width 112 --height 168`.
 pub(crate) const PRODUCTS: usize = 360;
 const VIEWS: usize = 4;
 const SEED: u64 = 42;
+/// The base model's image budget (its preprocessor's min = max pixels, 112×168: 8×12 patches,
+/// 24 image tokens), so images are drawn at the resolution the model sees, not upscaled.
+const WIDTH: u32 = 112;
+const HEIGHT: u32 = 168;
 
 /// A file of the repository (the demo's base model and config live next to the sources).
 fn repo_path(rel: &str) -> PathBuf {
@@ -31,8 +35,8 @@ fn write_catalog(path: &Path, products: usize) -> Result<usize> {
         products,
         views_per_product: VIEWS,
         seed: SEED,
-        width: 64,
-        height: 96,
+        width: WIDTH,
+        height: HEIGHT,
         format: ImageFormat::Png,
     };
     let bar = crate::progress::bar(Some(synth::len(&cfg)), "catalog");

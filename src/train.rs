@@ -280,15 +280,21 @@ pub fn train(a: TrainArgs) -> Result<()> {
     )?;
     bar.finish_and_clear();
     if outcome.completed {
+        // Full fine-tuning leaves a whole model folder, LoRA an adapter.
+        let what = if cfg.lora.is_some() {
+            "adapter"
+        } else {
+            "model"
+        };
         match &outcome.best_model_checkpoint {
             Some(best) => eprintln!(
-                "done: {} updates; the best adapter ({}) is in {}",
+                "done: {} updates; the best {what} ({}) is in {}",
                 outcome.global_step,
                 best.display(),
                 out.display()
             ),
             None => eprintln!(
-                "done: {} updates; the adapter is in {}",
+                "done: {} updates; the {what} is in {}",
                 outcome.global_step,
                 out.display()
             ),

@@ -6,8 +6,9 @@
         --prompt "Describe this image." --out preds.jsonl
     python3 tools/demo/caption_accuracy.py target/demo/catalog.parquet SPLIT.json preds.jsonl
 
-Prints, per sentence family of the generic caption (coverage, colour, pattern, sleeve, neckline,
-length, fabric, corner mark), how often the prediction says the same as the reference caption.
+Prints, per sentence family of the generic caption (coverage, colour, pattern, construction
+details, sleeve, neckline, length, fabric, corner mark), how often the prediction says the same
+as the reference caption.
 Standard library + pyarrow only.
 """
 import json
@@ -20,6 +21,8 @@ FAMILIES = {
     "colour": r"^A (\w+) piece",
     "coverage": r"piece of clothing (.*?), with",
     "pattern": r"with ([\w ]+) patterns",
+    # The construction details (seams, bands, openings, pockets), right after the first sentence.
+    "details": r"patterns\. (It (?:hangs|has|is fitted|is open|flares)[^.]*)\.",
     "sleeve": r"It is (sleeveless|short-sleeve|long-sleeve)\.",
     "neckline": r"It has a ([\w-]+) neckline",
     "length": r"It is of ([\w-]+) length",

@@ -397,7 +397,7 @@ pub fn row(cfg: &SynthConfig, index: usize) -> SynthRow {
         category1: product.gender.as_str().to_string(),
         category2: product.category.as_str().to_string(),
         text: caption(product.category, product.gender, &shown),
-        caption: generic_caption(product.category, product.gender, &shown),
+        caption: generic_caption(product.category, product.gender, view, &shown),
         item_id: format!(
             "{}-{}-id_{:08}-01_{}_{}",
             product.gender.as_str(),
@@ -857,28 +857,62 @@ fn coverage(category: Category) -> &'static str {
     }
 }
 
-/// A generic caption (3–7 short sentences) of what `shown` draws, naming no category and no
-/// gender. Attribute values use DeepFashion's words (`as_str`), so a model pretrained on these
-/// captions knows the attribute vocabulary of the catalog's descriptions, but not its category
-/// nouns, its labels or its gender words:
+/// The construction details the silhouette of `category` draws in `view` (see `garment`):
+/// seams, bands, openings, buttons and pockets, named as parts, never as the garment they make
+/// up. Several categories share each phrase (a waist seam with a flare below it: blouses and
+/// dresses; a waistband with pockets: pants and shorts), and the details the back view does not
+/// draw (buttons, the open front, front pockets) are not mentioned there.
+fn construction(category: Category, view: View) -> &'static str {
+    let back = view == View::Back;
+    match category {
+        Category::Tees => "It hangs straight down to a plain hem, with a band around the neck.",
+        Category::Blouses if back => "It is fitted at the waist and flares out below a seam there.",
+        Category::Blouses => {
+            "It is fitted at the waist and flares out below a seam there, with a row of buttons \
+             down the front."
+        }
+        Category::Dresses => "It is fitted at the waist and flares out below a seam there.",
+        Category::Skirts => "It flares out from a waistband down to the hem.",
+        Category::Pants if back => "It has a waistband and two patch pockets.",
+        Category::Pants => "It has a waistband, a fly and slanted pockets.",
+        Category::Shorts if back => "It has a waistband, two patch pockets and turned-up hems.",
+        Category::Shorts => "It has a waistband, a fly, slanted pockets and turned-up hems.",
+        Category::Jackets if back => "It has a collar band and a seam down the middle.",
+        Category::Jackets => {
+            "It is open down the front over a light layer, with folded-back lapels, two buttons \
+             and pocket flaps."
+        }
+        Category::Sweaters => {
+            "It has ribbed bands at the hem and the cuffs, and a band around the neck."
+        }
+        Category::Rompers => "It is fitted at the waist, with a band there.",
+    }
+}
+
+/// A generic caption (4–8 short sentences) of what `shown` draws in `view`, naming no category
+/// and no gender. Attribute values use DeepFashion's words (`as_str`), so a model pretrained on
+/// these captions knows the attribute vocabulary of the catalog's descriptions, but not its
+/// category nouns, its labels or its gender words:
 ///
 /// 1. "A {colour} piece of clothing {coverage}, with {pattern} patterns."
-/// 2. "It is {sleeveless|short-sleeve|long-sleeve}." (tops, dresses, rompers)
-/// 3. "It has a {round|V-shape|lapel} neckline." (when shown)
-/// 4. "It is of {three-point|medium-short|three-quarter|long} length." (when it has one)
-/// 5. "The fabric is {cotton|denim|leather|knitting|chiffon}."
-/// 6. "There is a hat above it." / "There is a belt at the waist."
-/// 7. "A small {magenta dot|blue square} is in the corner." (the corner mark)
+/// 2. The construction details the view draws ([`construction`]).
+/// 3. "It is {sleeveless|short-sleeve|long-sleeve}." (tops, dresses, rompers)
+/// 4. "It has a {round|V-shape|lapel} neckline." (when shown)
+/// 5. "It is of {three-point|medium-short|three-quarter|long} length." (when it has one)
+/// 6. "The fabric is {cotton|denim|leather|knitting|chiffon}."
+/// 7. "There is a hat above it." / "There is a belt at the waist."
+/// 8. "A small {magenta dot|blue square} is in the corner." (the corner mark)
 ///
-/// Every clause is derived from the attributes drawn in the view and from the silhouette's
-/// coverage (words shared by several categories); [`GENERIC_CAPTION_BANNED_WORDS`] lists what
-/// it never says.
-fn generic_caption(category: Category, gender: Gender, shown: &Attributes) -> String {
+/// Every clause is derived from what is drawn in the view: the attributes, the silhouette's
+/// coverage and its construction details (words shared by several categories);
+/// [`GENERIC_CAPTION_BANNED_WORDS`] lists what it never says.
+fn generic_caption(category: Category, gender: Gender, view: View, shown: &Attributes) -> String {
     let mut text = format!(
-        "A {} piece of clothing {}, with {} patterns.",
+        "A {} piece of clothing {}, with {} patterns. {}",
         shown.colour.as_str(),
         coverage(category),
         shown.pattern.as_str(),
+        construction(category, view),
     );
     if let Some(s) = shown.sleeve {
         text.push_str(&format!(" It is {}.", s.as_str()));
@@ -1397,7 +1431,7 @@ mod tests {
             r.item_id
         );
         let sentences = c.matches(". ").count() + 1;
-        assert!((3..=7).contains(&sentences), "{c}");
+        assert!((4..=8).contains(&sentences), "{c}");
     }
 
     #[test]
@@ -1480,9 +1514,10 @@ mod tests {
             accessory: Some(Accessory::Belt),
         };
         assert_eq!(
-            generic_caption(Category::Dresses, Gender::Women, &a),
+            generic_caption(Category::Dresses, Gender::Women, View::Front, &a),
             "A red piece of clothing in one piece from the shoulders down, in one tube, with \
-             striped patterns. It is long-sleeve. It has a V-shape neckline. It is of \
+             striped patterns. It is fitted at the waist and flares out below a seam there. It \
+             is long-sleeve. It has a V-shape neckline. It is of \
              three-quarter length. The fabric is chiffon. There is a belt at the waist. A small \
              magenta dot is in the corner."
         );
@@ -1496,13 +1531,13 @@ mod tests {
             accessory: None,
         };
         assert_eq!(
-            generic_caption(Category::Pants, Gender::Men, &b),
+            generic_caption(Category::Pants, Gender::Men, View::Back, &b),
             "A navy piece of clothing covering the lower body in two legs, with pure color \
-             patterns. It is of long length. The fabric is denim. A small blue square is in the \
+             patterns. It has a waistband and two patch pockets. It is of long length. The fabric is denim. A small blue square is in the \
              corner."
         );
-        // Every category's silhouette words are shared with another category, or say only how
-        // the piece covers the body: no caption names its category.
+        // Coverage and construction details name parts (waistband, cuffs, lapels), never the
+        // garment, its category or a gender.
         for r in generate(&SynthConfig::sample()) {
             check_generic_caption(&r);
         }
