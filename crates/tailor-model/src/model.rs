@@ -279,27 +279,33 @@ impl Qwen25Vl {
     ) -> crate::Result<(Self, Vec<(String, candle_core::Var)>)> {
         let cfg = Config::from_file(&dir.join("config.json"))?;
         let checkpoint = Checkpoint::open(dir)?;
-        let report = checkpoint.report(&cfg);
-        if !report.is_clean() {
-            return Err(crate::ModelError::WeightMismatch(report));
-        }
         let tied = checkpoint.ties_lm_head(&cfg);
-        let varmap = candle_nn::VarMap::new();
-        let mut vars = Vec::new();
-        {
-            let mut data = varmap
-                .data()
-                .lock()
-                .expect("a fresh VarMap is not poisoned");
-            for spec in crate::weights::expected_tensors(&cfg, !tied) {
-                let t = checkpoint.load(&spec.name, device)?.to_dtype(dtype)?;
-                let var = candle_core::Var::from_tensor(&t)?;
-                data.insert(spec.name.clone(), var.clone());
-                vars.push((spec.name, var));
-            }
+        // The same mechanism as `modules_to_save`, selecting every weight.
+        let replace = crate::weights::Replace {
+            select: Box::new(|_| true),
+            values: Default::default(),
+            trainable: true,
+        };
+        let (vb, made) = checkpoint.var_builder_replacing(&cfg, dtype, device, replace)?;
+        let model = Self::new(&cfg, vb)?;
+        let made = std::mem::take(&mut *made.lock().expect("not poisoned"));
+        let read = made.len();
+        let mut made: std::collections::HashMap<String, candle_core::Var> =
+            made.into_iter().collect();
+        if made.len() != read {
+            // A weight read twice would be two separate variables.
+            return Err(candle_core::Error::Msg("the model read a weight twice".into()).into());
         }
-        let vb = VarBuilder::from_varmap(&varmap, dtype, device);
-        Ok((Self::new(&cfg, vb)?, vars))
+        let vars = crate::weights::expected_tensors(&cfg, !tied)
+            .into_iter()
+            .map(|spec| {
+                let var = made.remove(&spec.name).ok_or_else(|| {
+                    candle_core::Error::Msg(format!("the model never read {}", spec.name))
+                })?;
+                Ok((spec.name, var))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok((model, vars))
     }
 
     /// The resolved configuration.

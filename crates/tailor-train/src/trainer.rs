@@ -424,12 +424,12 @@ pub fn evaluate<S: BatchSource>(
     let (mut weighted, mut samples) = (0.0f64, 0usize);
     // Batches run several at a time (as training's micro-batches do) and are summed in order.
     for wave in batches.chunks(parallel_micro_batches(&device)) {
-        let loss = |chunk: &&[usize]| -> Result<(f64, usize, usize)> {
+        let loss = |_: usize, chunk: &&[usize]| -> Result<(f64, usize, usize)> {
             let mb = micro_batch(source, chunk, &device)?;
             let (sum, n) = model.loss_sum(&mb.inputs, &mb.labels)?;
             Ok((sum, n, mb.samples))
         };
-        for result in in_lanes(wave, |_, chunk| loss(chunk)) {
+        for result in in_lanes(wave, loss) {
             let (sum, n, batch_samples) = result?;
             if n > 0 {
                 weighted += sum / n as f64 * batch_samples as f64;
