@@ -141,6 +141,40 @@ fn split_writes_a_partition_and_grouped_split_keeps_products_apart() {
     );
 }
 
+/// `--width/--height` draw at the asked size and `--caption` adds the generic caption column.
+#[test]
+fn synth_draws_at_the_asked_size_with_captions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.parquet");
+    ok(&[
+        "data",
+        "synth",
+        "--out",
+        p(&path),
+        "--rows",
+        "9",
+        "--width",
+        "112",
+        "--height",
+        "168",
+        "--caption",
+    ]);
+    let json = ok(&["data", "stats", "--json", "--dataset", p(&path)]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v["common_sizes"],
+        serde_json::json!([[112, 168, 9]]),
+        "{json}"
+    );
+    let columns: Vec<&str> = v["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(columns.contains(&"caption"), "{columns:?}");
+}
+
 #[test]
 fn every_layout_reads_the_same_catalog() {
     let dir = tempfile::tempdir().unwrap();

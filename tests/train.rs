@@ -151,7 +151,13 @@ fn parallel_micro_batches_train_exactly_as_a_serial_run() {
             .lines()
             .filter_map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v.get("eval_loss").or(v.get("loss")).map(|x| x.to_string())
+                // grad_norm too: its sum once ran in a map's per-process order.
+                let keys = ["eval_loss", "loss", "grad_norm"];
+                let found: Vec<String> = keys
+                    .iter()
+                    .filter_map(|k| v.get(*k).map(|x| format!("{k}={x}")))
+                    .collect();
+                (!found.is_empty()).then(|| found.join(" "))
             })
             .collect();
         (adapter_bytes(&dir.path().join("out")), losses)
@@ -715,6 +721,8 @@ fn the_demo_flow_writes_every_artefact() {
         "demo",
         "--out",
         p(&out),
+        "--products",
+        "45",
         "--base-model",
         "tests/fixtures/model/tied",
         "--config",
@@ -726,6 +734,10 @@ fn the_demo_flow_writes_every_artefact() {
     assert!(
         stdout.contains("category2 accuracy on held-out products"),
         "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("180 rows (45 products × 4 views)"),
+        "--products"
     );
     for f in [
         "catalog.parquet",
