@@ -7,6 +7,10 @@
 //! batch (`peft_logits.safetensors`); `tools/reference/export_check.py` loaded tailor's merged
 //! export with transformers (`export.json`, `export.safetensors`).
 //!
+//! `tests/fixtures/train/interop-saved/` is the same with `modules_to_save = ["lm_head",
+//! "embed_tokens"]`: the adapter file also carries those trained copies, and PEFT's logits
+//! come from the same script.
+//!
 //! Regenerate the Rust side with `TAILOR_WRITE_FIXTURES=1 cargo test -p tailor-train --test
 //! interop`, then run the two Python scripts (see tools/reference/README.md).
 
