@@ -22,7 +22,10 @@
 //! `position_ids` that `tailor_text::rope_index` produces (a collated
 //! [`Batch`](tailor_core::Batch) converts with [`VlmInputs::from_batch`]). Every op on the forward
 //! path has a backward (no fused candle kernels), so LoRA can train through it; only the cached
-//! attention of generation, which needs no gradient, uses candle's fused softmax.
+//! attention of generation, which needs no gradient, uses candle's fused softmax. On the CPU the
+//! training graph is built from whole blocks (a LoRA projection, the attention core, a norm) that
+//! each enter it as one node with a hand-written backward mirroring candle's (private `fused`
+//! module), and gradient checkpointing differentiates each re-run decoder layer without a graph.
 //!
 //! Parity with transformers 5.24 (float32, eager attention) is tested against the fixtures that
 //! `tools/reference/model_fixtures.py` writes to `tests/fixtures/model/`.
@@ -58,6 +61,7 @@ pub mod config;
 pub mod constrain;
 pub mod error;
 pub mod export;
+mod fused;
 mod generate;
 mod kernels;
 pub mod lora;
@@ -66,6 +70,8 @@ mod nn;
 pub mod ops;
 pub mod runtime;
 pub mod sampling;
+#[cfg(test)]
+mod test_util;
 pub mod text;
 pub mod train;
 pub mod vision;

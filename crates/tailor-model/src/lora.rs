@@ -175,19 +175,20 @@ pub struct LoraLayer {
 }
 
 impl LoraLayer {
-    fn dropout(&self, xs: Tensor) -> Result<Tensor> {
+    /// The dropout multiplier (0 or `1 / (1 − p)`) for a branch input `[rows, in]`, or `None`
+    /// when dropout is off (evaluation, or `lora_dropout = 0`).
+    fn dropout_mask(&self, rows: usize, in_dim: usize, device: &Device) -> Result<Option<Tensor>> {
         if self.dropout <= 0.0 || !self.runtime.training() {
-            return Ok(xs);
+            return Ok(None);
         }
         let key = self.runtime.dropout_key();
         let mut rng = SplitMix64::new(key ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let keep = 1.0 / (1.0 - self.dropout) as f32;
         let p = self.dropout;
-        let mask: Vec<f32> = (0..xs.elem_count())
+        let mask: Vec<f32> = (0..rows * in_dim)
             .map(|_| if rng.next_f64() < p { 0.0 } else { keep })
             .collect();
-        let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?;
-        xs * mask
+        Tensor::from_vec(mask, (rows, in_dim), device).map(Some)
     }
 }
 
@@ -237,13 +238,67 @@ impl Projection {
     }
 }
 
+impl Projection {
+    /// Whether the base weight and bias are frozen (only a LoRA pair, if any, trains).
+    fn frozen(&self) -> bool {
+        !self.base.weight().track_op() && !self.base.bias().is_some_and(|b| b.track_op())
+    }
+
+    /// Whether [`Projection::traced`] applies: a frozen base on the CPU.
+    pub(crate) fn traceable(&self) -> bool {
+        self.frozen() && matches!(self.base.weight().device(), Device::Cpu)
+    }
+
+    /// The LoRA branch's operands for an input of `rows` rows of `in_dim` (the dropout mask
+    /// drawn as the composed path draws it).
+    fn low_rank(
+        &self,
+        rows: usize,
+        in_dim: usize,
+        device: &Device,
+    ) -> Result<Option<crate::fused::LowRank<'_>>> {
+        let Some(lora) = &self.lora else {
+            return Ok(None);
+        };
+        Ok(Some(crate::fused::LowRank {
+            a: lora.a.as_tensor(),
+            b: lora.b.as_tensor(),
+            scaling: lora.scaling,
+            mask: lora.dropout_mask(rows, in_dim, device)?,
+        }))
+    }
+
+    /// The projection without a graph (see [`crate::fused::Traced`]); its backward gives
+    /// `[dx, dA, dB]` with a LoRA pair, `[dx]` without.
+    pub(crate) fn traced(&self, xs: &Tensor) -> Result<crate::fused::Traced> {
+        let in_dim = *xs.dims().last().expect("a linear input has a feature axis");
+        let rows = xs.elem_count() / in_dim.max(1);
+        let branch = self.low_rank(rows, in_dim, xs.device())?;
+        crate::fused::projection_traced(xs, self.base.weight(), self.base.bias(), branch, true)
+    }
+}
+
 impl Module for Projection {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let weight = self.base.weight();
-        let ys = if xs.track_op() && !weight.track_op() {
+        let bias = self.base.bias();
+        let dims = xs.dims();
+        let in_dim = *dims.last().expect("a linear input has a feature axis");
+        let rows = xs.elem_count() / in_dim.max(1);
+        let frozen = self.frozen();
+        let mut inputs = vec![xs];
+        if let Some(lora) = &self.lora {
+            inputs.extend([lora.a.as_tensor(), lora.b.as_tensor()]);
+        }
+        if frozen && crate::fused::applies(&inputs) {
+            // Training on the CPU: the whole projection is one graph node.
+            let branch = self.low_rank(rows, in_dim, xs.device())?;
+            return crate::fused::projection(xs, weight, bias, branch);
+        }
+        let ys = if xs.track_op() && frozen {
             // A frozen base weight under a tracked input: skip candle's discarded weight gradient.
             let ys = crate::ops::frozen_linear(xs, weight)?;
-            match self.base.bias() {
+            match bias {
                 Some(bias) => ys.broadcast_add(bias)?,
                 None => ys,
             }
@@ -253,10 +308,10 @@ impl Module for Projection {
         let Some(lora) = &self.lora else {
             return Ok(ys);
         };
-        let dims = xs.dims();
-        let in_dim = *dims.last().expect("a linear input has a feature axis");
-        let rows = xs.elem_count() / in_dim.max(1);
-        let x = lora.dropout(xs.to_dtype(DType::F32)?.reshape((rows, in_dim))?)?;
+        let mut x = xs.to_dtype(DType::F32)?.reshape((rows, in_dim))?;
+        if let Some(mask) = lora.dropout_mask(rows, in_dim, xs.device())? {
+            x = (x * mask)?;
+        }
         let delta = (x.matmul(&lora.a.t()?)?.matmul(&lora.b.t()?)? * lora.scaling)?;
         let mut shape = dims.to_vec();
         *shape.last_mut().expect("non-empty") = delta.dim(1)?;
@@ -489,15 +544,19 @@ mod tests {
             &Device::Cpu,
         )
         .unwrap();
-        let x = Tensor::ones((8, 4), DType::F32, &Device::Cpu).unwrap();
-        let off = layers[0].dropout(x.clone()).unwrap();
-        assert_eq!(off.sum_all().unwrap().to_scalar::<f32>().unwrap(), 32.0);
+        assert!(
+            layers[0]
+                .dropout_mask(8, 4, &Device::Cpu)
+                .unwrap()
+                .is_none()
+        );
         rt.set_training(true);
         rt.set_dropout_key(11);
         let mask = || {
             layers[0]
-                .dropout(x.clone())
+                .dropout_mask(8, 4, &Device::Cpu)
                 .unwrap()
+                .expect("dropout is on in training")
                 .to_vec2::<f32>()
                 .unwrap()
         };

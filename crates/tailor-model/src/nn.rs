@@ -33,8 +33,23 @@ impl RmsNorm {
     }
 }
 
+impl RmsNorm {
+    /// Whether [`RmsNorm::traced`] applies: a frozen scale on the CPU.
+    pub(crate) fn traceable(&self) -> bool {
+        !self.weight.track_op() && matches!(self.weight.device(), candle_core::Device::Cpu)
+    }
+
+    /// The norm without a graph, with its backward (see [`crate::fused::Traced`]).
+    pub(crate) fn traced(&self, xs: &Tensor) -> Result<crate::fused::Traced> {
+        crate::fused::rms_norm_traced(xs, &self.weight, self.eps)
+    }
+}
+
 impl Module for RmsNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if !self.weight.track_op() && crate::fused::applies(&[xs]) {
+            return crate::fused::rms_norm(xs, &self.weight, self.eps);
+        }
         let dtype = xs.dtype();
         let xs = xs.to_dtype(DType::F32)?;
         let variance = xs.sqr()?.mean_keepdim(D::Minus1)?;
@@ -111,7 +126,7 @@ pub(crate) fn attention(
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
     let dtype = q.dtype();
-    let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+    let scores = crate::ops::scale_to_f32(&q.matmul(&k.t()?)?, scale)?;
     let scores = match mask {
         Some(mask) => scores.broadcast_add(mask)?,
         None => scores,

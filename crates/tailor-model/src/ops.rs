@@ -11,11 +11,16 @@
 //! for SiLU·up, each a pass over memory and each with its own backward allocating zero-filled
 //! buffers) by one float32 CPU kernel forward and one backward; other dtypes and devices keep
 //! the composed ops.
+//!
+//! [`scale_to_f32`] and [`narrow_scaled`] are the attention scores' scale-and-cast between the
+//! model dtype and the float32 softmax, in one pass for bfloat16 with candle's exact rounding.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, D, DType, Device, Layout, Result, Shape, Storage, Tensor,
 };
+
+use half::bf16;
 
 use crate::kernels;
 
@@ -136,6 +141,9 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if f32_cpu(gate) && f32_cpu(up) && gate.shape() == up.shape() {
         return gate.contiguous()?.apply_op2(&up.contiguous()?, SiluMul);
     }
+    if gate.shape() == up.shape() && crate::fused::applies(&[gate, up]) {
+        return crate::fused::silu_mul(gate, up);
+    }
     gate.silu()? * up
 }
 
@@ -164,17 +172,91 @@ impl CustomOp2 for SiluMul {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dgate, dup) = with_values(gate, |g| {
-            with_values(up, |u| {
-                with_values(dy, |dy| kernels::silu_mul_backward(g, u, dy))
-            })
-        })???;
-        let (shape, device) = (gate.shape(), gate.device());
-        Ok((
-            Some(Tensor::from_vec(dgate, shape, device)?),
-            Some(Tensor::from_vec(dup, shape, device)?),
-        ))
+        let (dgate, dup) = silu_mul_backward(gate, up, dy)?;
+        Ok((Some(dgate), Some(dup)))
     }
+}
+
+/// The gradients of `gate` and `up` in the float32 [`silu_mul`] for the output gradient `dy`.
+pub(crate) fn silu_mul_backward(
+    gate: &Tensor,
+    up: &Tensor,
+    dy: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let (dgate, dup) = with_values(gate, |g| {
+        with_values(up, |u| {
+            with_values(dy, |dy| kernels::silu_mul_backward(g, u, dy))
+        })
+    })???;
+    let (shape, device) = (gate.shape(), gate.device());
+    Ok((
+        Tensor::from_vec(dgate, shape, device)?,
+        Tensor::from_vec(dup, shape, device)?,
+    ))
+}
+
+/// `(x * scale)?.to_dtype(F32)`: the scaled attention scores widened for the float32 softmax.
+///
+/// For an untracked bfloat16 CPU tensor, one pass with the same arithmetic as candle's bf16
+/// `affine` (`x · bf16(scale) + bf16(0)`, each step rounded to bfloat16) followed by the exact
+/// widening; candle's version makes two passes through non-inlined per-element conversions and
+/// was a tenth of a bf16 training step. Anything else takes the composed ops.
+pub fn scale_to_f32(x: &Tensor, scale: f64) -> Result<Tensor> {
+    let (mul, add) = (bf16::from_f64(scale).to_f32(), bf16::from_f64(0.0).to_f32());
+    let widened = with_untracked_bf16(x, |v| {
+        v.iter()
+            .map(|&v| round_bf16(round_bf16(v.to_f32() * mul) + add))
+            .collect::<Vec<f32>>()
+    })?;
+    if let Some(out) = widened {
+        return Tensor::from_vec(out, x.shape(), x.device());
+    }
+    (x * scale)?.to_dtype(DType::F32)
+}
+
+/// `(x.to_dtype(dtype)? * scale)` for a float32 `x`: the scores' gradient narrowed back to the
+/// attention's dtype and scaled. One pass for an untracked float32 CPU `x` narrowed to
+/// bfloat16 (same arithmetic as candle's cast and bf16 `affine`); the composed ops otherwise.
+pub fn narrow_scaled(x: &Tensor, dtype: DType, scale: f64) -> Result<Tensor> {
+    if dtype == DType::BF16 && f32_cpu(x) && !x.track_op() {
+        let (mul, add) = (bf16::from_f64(scale).to_f32(), bf16::from_f64(0.0).to_f32());
+        let out: Vec<bf16> = with_values(x, |v| {
+            v.iter()
+                .map(|&v| bf16::from_f32(round_bf16(round_bf16(v) * mul) + add))
+                .collect()
+        })?;
+        return Tensor::from_vec(out, x.shape(), x.device());
+    }
+    x.to_dtype(dtype)? * scale
+}
+
+/// `f` over the values of an untracked bfloat16 CPU tensor (made contiguous first), or `None`
+/// for any other tensor.
+fn with_untracked_bf16<R>(x: &Tensor, f: impl FnOnce(&[bf16]) -> R) -> Result<Option<R>> {
+    if x.dtype() != DType::BF16 || x.track_op() || !matches!(x.device(), Device::Cpu) {
+        return Ok(None);
+    }
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return Ok(None);
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return Ok(None);
+    };
+    Ok(Some(f(&cpu.as_slice::<bf16>()?[start..end])))
+}
+
+/// `f32 → bf16 → f32` with bfloat16's round-to-nearest-even (NaN stays NaN, quietened), as
+/// `half::bf16::from_f32` rounds, but inlined so that loops over it vectorise.
+#[inline(always)]
+fn round_bf16(x: f32) -> f32 {
+    let bits = x.to_bits();
+    if bits & 0x7FFF_FFFF > 0x7F80_0000 {
+        return f32::from_bits((bits | 0x0040_0000) & 0xFFFF_0000);
+    }
+    let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1));
+    f32::from_bits(rounded & 0xFFFF_0000)
 }
 
 #[cfg(test)]
@@ -182,19 +264,7 @@ mod tests {
     use candle_core::{DType, Var};
 
     use super::*;
-
-    fn draw(shape: &[usize], seed: u64) -> Vec<f32> {
-        let n: usize = shape.iter().product();
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::test_util::{draw, max_diff};
 
     #[test]
     fn equals_the_plain_matmul_forward_and_input_gradient() {
@@ -247,15 +317,74 @@ mod tests {
         assert!(frozen_linear(&x, &w.t().unwrap()).is_err());
     }
 
+    /// Values across bfloat16's range, with the special cases rounding has to get right.
+    fn awkward_values() -> Vec<f32> {
+        let mut v: Vec<f32> = draw(&[4096], 7)
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x * 10f32.powi((i % 80) as i32 - 40))
+            .collect();
+        v.extend([
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            1e-40,
+            -1e-40,
+            3.389_531_4e38,
+            1.0 + f32::EPSILON,
+        ]);
+        v
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    }
+
+    #[test]
+    fn scale_to_f32_equals_candles_affine_and_cast_bit_for_bit() {
+        let values = awkward_values();
+        let n = values.len();
+        let x = Tensor::from_vec(values, n, &Device::Cpu).unwrap();
+        for scale in [0.125, 1.0 / 128f64.sqrt(), 1.0 / 3.0, -2.5] {
+            for dtype in [DType::BF16, DType::F32] {
+                let xd = x.to_dtype(dtype).unwrap();
+                let ours = scale_to_f32(&xd, scale).unwrap();
+                let theirs = (&xd * scale).unwrap().to_dtype(DType::F32).unwrap();
+                assert_eq!(ours.dtype(), DType::F32);
+                assert_eq!(bits(&ours), bits(&theirs), "{dtype:?} × {scale}");
+            }
+            let ours = narrow_scaled(&x, DType::BF16, scale).unwrap();
+            let theirs = (x.to_dtype(DType::BF16).unwrap() * scale).unwrap();
+            assert_eq!(ours.dtype(), DType::BF16);
+            assert_eq!(bits(&ours), bits(&theirs), "narrowed × {scale}");
+        }
+        // A strided view takes the same path after being made contiguous.
+        let m = Tensor::from_vec(draw(&[6, 4], 8), (6, 4), &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .t()
+            .unwrap();
+        let theirs = (&m * 0.3).unwrap().to_dtype(DType::F32).unwrap();
+        assert_eq!(bits(&scale_to_f32(&m, 0.3).unwrap()), bits(&theirs));
+    }
+
     /// Gradients of `Σ y · probe`.
     fn grads_of(y: Tensor, probe: &Tensor) -> candle_core::backprop::GradStore {
         (y * probe).unwrap().sum_all().unwrap().backward().unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-            .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
-            .unwrap()
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! `tailor_text::rope_index` computes; frequency `j` of the rotary table takes its angle from the
 //! row whose `mrope_section` contains `j`. The attention mask is causal plus key padding.
 
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor, TensorId};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::{Embedding, VarBuilder};
 
@@ -125,6 +125,20 @@ impl TextModel {
     /// Decoder layer `i` alone (gradient checkpointing re-runs layers one at a time).
     pub(crate) fn layer(&self, i: usize, xs: &Tensor, ctx: &LayerContext) -> Result<Tensor> {
         self.layers[i].forward(xs, &ctx.cos, &ctx.sin, &ctx.mask)
+    }
+
+    /// Gradient checkpointing's re-run of decoder layer `i` without a graph: the gradients of
+    /// `Σ layer(xs) · grad_out` for `xs` and the layer's LoRA weights, or `None` when the layer
+    /// has other trainable weights or is not on the CPU (then the caller differentiates
+    /// [`TextModel::layer`] through candle's graph). See [`DecoderLayer::input_and_lora_grads`].
+    pub(crate) fn layer_grads(
+        &self,
+        i: usize,
+        xs: &Tensor,
+        ctx: &LayerContext,
+        grad_out: &Tensor,
+    ) -> Result<Option<LayerGrads>> {
+        self.layers[i].input_and_lora_grads(xs, &ctx.cos, &ctx.sin, &ctx.mask, grad_out)
     }
 
     /// The final RMSNorm.
@@ -278,7 +292,87 @@ impl DecoderLayer {
     }
 }
 
+/// The gradients of one decoder layer's re-run: its input's, and each LoRA weight's (by the
+/// weight's tensor id).
+pub(crate) struct LayerGrads {
+    /// `dL/dx` for the layer input.
+    pub input: Tensor,
+    /// `(lora_A or lora_B weight id, gradient)` for every adapted projection of the layer.
+    pub lora: Vec<(TensorId, Tensor)>,
+}
+
 impl DecoderLayer {
+    fn projections(&self) -> [&Projection; 7] {
+        let a = &self.self_attn;
+        let [gate, up, down] = self.mlp.projections();
+        [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, gate, up, down]
+    }
+
+    /// [`DecoderLayer::forward`] and its backward for the output gradient `grad_out`, block by
+    /// block without candle's graph (`crate::fused`'s blocks, the values and gradient formulas
+    /// of the graph path); `None` unless every base weight and norm is frozen and on the CPU.
+    ///
+    /// candle's backward zero-fills and adds a gradient buffer for every edge of the graph (about
+    /// two dozen per layer even with fused blocks); here the only additions are the four real
+    /// ones: where the normed input feeds q, k and v, the post-attention norm feeds gate and up,
+    /// and the two residual branches meet.
+    fn input_and_lora_grads(
+        &self,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        grad_out: &Tensor,
+    ) -> Result<Option<LayerGrads>> {
+        if !(matches!(xs.device(), Device::Cpu)
+            && self.input_layernorm.traceable()
+            && self.post_attention_layernorm.traceable()
+            && self.projections().iter().all(|p| p.traceable()))
+        {
+            return Ok(None);
+        }
+        let attn = &self.self_attn;
+        let [gate_proj, up_proj, down_proj] = self.mlp.projections();
+        let xs = xs.detach();
+        let norm1 = self.input_layernorm.traced(&xs)?;
+        let q = attn.q_proj.traced(&norm1.value)?;
+        let k = attn.k_proj.traced(&norm1.value)?;
+        let v = attn.v_proj.traced(&norm1.value)?;
+        let core = crate::fused::Attention {
+            cos,
+            sin,
+            mask,
+            heads: attn.num_heads,
+            kv_heads: attn.num_kv_heads,
+            head_dim: attn.head_dim,
+        }
+        .traced(&q.value, &k.value, &v.value, [true; 3])?;
+        let o = attn.o_proj.traced(&core.value)?;
+        let hidden = (&xs + &o.value)?;
+        let norm2 = self.post_attention_layernorm.traced(&hidden)?;
+        let gate = gate_proj.traced(&norm2.value)?;
+        let up = up_proj.traced(&norm2.value)?;
+        let act = crate::fused::silu_mul_traced(&gate.value, &up.value)?;
+        let down = down_proj.traced(&act.value)?;
+
+        // out = hidden + down(act): the residual passes grad_out through unchanged.
+        let mut lora = Vec::new();
+        let dact = input_grad(down_proj, down.backward(grad_out)?, &mut lora)?;
+        let [dgate, dup] = exactly(act.backward(&dact)?)?;
+        let dnorm2 = (input_grad(gate_proj, gate.backward(&dgate)?, &mut lora)?
+            + input_grad(up_proj, up.backward(&dup)?, &mut lora)?)?;
+        let [dnorm2_in] = exactly(norm2.backward(&dnorm2)?)?;
+        let dhidden = (grad_out + dnorm2_in)?;
+        let dcore = input_grad(&attn.o_proj, o.backward(&dhidden)?, &mut lora)?;
+        let [dq, dk, dv] = exactly(core.backward(&dcore)?)?;
+        let dnorm1 = ((input_grad(&attn.q_proj, q.backward(&dq)?, &mut lora)?
+            + input_grad(&attn.k_proj, k.backward(&dk)?, &mut lora)?)?
+            + input_grad(&attn.v_proj, v.backward(&dv)?, &mut lora)?)?;
+        let [dnorm1_in] = exactly(norm1.backward(&dnorm1)?)?;
+        let input = (dhidden + dnorm1_in)?;
+        Ok(Some(LayerGrads { input, lora }))
+    }
+
     /// [`DecoderLayer::forward`] with the attention reading from and appending to `cache`.
     fn forward_cached(
         &self,
@@ -340,13 +434,29 @@ impl SelfAttention {
         cos: &Tensor,
         sin: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, l, _) = xs.dims3()?;
-        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+        let q = self.q_proj.forward(xs)?;
+        let k = self.k_proj.forward(xs)?;
+        let v = self.v_proj.forward(xs)?;
+        self.rotate(&q, &k, &v, cos, sin)
+    }
+
+    /// Splits projected `q`, `k`, `v` (`[b, l, n·d]`) into heads (`[b, n, l, d]`) and applies
+    /// M-RoPE to queries and keys.
+    fn rotate(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, l, _) = q.dims3()?;
+        let heads = |t: &Tensor, n: usize| -> Result<Tensor> {
             t.reshape((b, l, n, self.head_dim))?.transpose(1, 2)
         };
-        let q = heads(self.q_proj.forward(xs)?, self.num_heads)?;
-        let k = heads(self.k_proj.forward(xs)?, self.num_kv_heads)?;
-        let v = heads(self.v_proj.forward(xs)?, self.num_kv_heads)?;
+        let q = heads(q, self.num_heads)?;
+        let k = heads(k, self.num_kv_heads)?;
+        let v = heads(v, self.num_kv_heads)?;
         let q = apply_rotary(&q, cos, sin)?.contiguous()?;
         let k = apply_rotary(&k, cos, sin)?;
         Ok((q, k, v))
@@ -354,7 +464,22 @@ impl SelfAttention {
 
     fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, l, _) = xs.dims3()?;
-        let (q, k, v) = self.rotated_qkv(xs, cos, sin)?;
+        let q = self.q_proj.forward(xs)?;
+        let k = self.k_proj.forward(xs)?;
+        let v = self.v_proj.forward(xs)?;
+        if crate::fused::applies(&[&q, &k, &v]) {
+            // Training on the CPU: everything between the projections is one graph node.
+            let attention = crate::fused::Attention {
+                cos,
+                sin,
+                mask,
+                heads: self.num_heads,
+                kv_heads: self.num_kv_heads,
+                head_dim: self.head_dim,
+            };
+            return self.o_proj.forward(&attention.forward(&q, &k, &v)?);
+        }
+        let (q, k, v) = self.rotate(&q, &k, &v, cos, sin)?;
         let k = self.repeat_kv(k)?;
         let v = self.repeat_kv(v)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
@@ -404,8 +529,7 @@ impl SelfAttention {
         let dtype = q.dtype();
         let scale = 1.0 / (d as f64).sqrt();
         let q = q.reshape((b, kv, groups * l, d))?;
-        let scores = (q.matmul(&k.t()?)? * scale)?
-            .to_dtype(DType::F32)?
+        let scores = crate::ops::scale_to_f32(&q.matmul(&k.t()?)?, scale)?
             .reshape((b, h, l, t))?
             .broadcast_add(mask)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?
@@ -425,6 +549,36 @@ impl SelfAttention {
             .expand((b, kv, groups, l, d))?
             .reshape((b, kv * groups, l, d))
     }
+}
+
+/// The input gradient of a traced projection's backward (`[dx, dA, dB]` or `[dx]`); the LoRA
+/// weights' gradients go to `lora`.
+fn input_grad(
+    proj: &Projection,
+    grads: Vec<Option<Tensor>>,
+    lora: &mut Vec<(TensorId, Tensor)>,
+) -> Result<Tensor> {
+    let mut grads = grads.into_iter();
+    let dx = grads.next().flatten();
+    if let Some(layer) = proj.lora() {
+        for (var, grad) in [&layer.a, &layer.b].into_iter().zip(grads) {
+            if let Some(grad) = grad {
+                lora.push((var.id(), grad));
+            }
+        }
+    }
+    dx.ok_or_else(|| candle_core::Error::Msg(format!("{}: no input gradient", proj.path())))
+}
+
+/// `N` gradients, all present.
+fn exactly<const N: usize>(grads: Vec<Option<Tensor>>) -> Result<[Tensor; N]> {
+    let n = grads.len();
+    let present: Option<Vec<Tensor>> = grads.into_iter().collect();
+    present.and_then(|g| g.try_into().ok()).ok_or_else(|| {
+        candle_core::Error::Msg(format!(
+            "expected {N} gradients, got {n} (or a missing one)"
+        ))
+    })
 }
 
 #[cfg(test)]

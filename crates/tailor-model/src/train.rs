@@ -164,6 +164,11 @@ impl Qwen25Vl {
                 .unwrap_or(last.zeros_like()?);
             drop(grads);
             for i in (0..text.num_layers()).rev() {
+                if let Some(layer) = text.layer_grads(i, &layer_inputs[i], &ctx, &grad_out)? {
+                    acc.add_each(layer.lora)?;
+                    grad_out = layer.input;
+                    continue;
+                }
                 let input = Var::from_tensor(&layer_inputs[i])?;
                 let out = text.layer(i, input.as_tensor(), &ctx)?;
                 let grads = (out * &grad_out)?.sum_all()?.backward()?;
@@ -228,6 +233,20 @@ impl GradAccumulator {
         Ok(())
     }
 
+    /// Adds gradients given by parameter id (ids outside the parameter list are ignored, as
+    /// [`GradAccumulator::add`] ignores the graph's other tensors).
+    fn add_each(&mut self, grads: Vec<(TensorId, Tensor)>) -> Result<()> {
+        for (id, g) in grads {
+            if let Some(&i) = self.ids.get(&id) {
+                self.sums[i] = Some(match self.sums[i].take() {
+                    Some(s) => (s + g)?,
+                    None => g,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn finish(self) -> Vec<Tensor> {
         self.sums
             .into_iter()
@@ -240,6 +259,112 @@ impl GradAccumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::test_util::{max_abs, max_diff, tensor};
+    use crate::{InitFrom, LoraInit, LoraSpec, Qwen25Vl, TargetModules};
+    use candle_core::Device;
+
+    fn tied(dtype: DType, modules_to_save: &[&str]) -> (Qwen25Vl, crate::Adapter) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/model/tied");
+        let saved: Vec<String> = modules_to_save.iter().map(|m| m.to_string()).collect();
+        let mut model =
+            Qwen25Vl::load_with_saved(&dir, dtype, &Device::Cpu, &saved, None, true).unwrap();
+        let spec = LoraSpec {
+            r: 4,
+            lora_alpha: 8.0,
+            lora_dropout: 0.2,
+            use_rslora: false,
+            target_modules: TargetModules::AllLinear,
+            adapt_vision: false,
+            init: LoraInit::Kaiming,
+            modules_to_save: saved,
+        };
+        let adapter = model.attach_lora(&spec, InitFrom::Seed(5)).unwrap();
+        // B starts at zero; random B exercises every path of the branch.
+        for (i, (_, var)) in adapter.params().iter().enumerate() {
+            var.set(&tensor(var.dims(), i as u64, DType::F32)).unwrap();
+        }
+        adapter.runtime().set_training(true);
+        adapter.runtime().set_dropout_key(7);
+        (model, adapter)
+    }
+
+    #[test]
+    fn a_layers_graph_free_backward_equals_candles_graph() {
+        for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 3e-2)] {
+            let (model, adapter) = tied(dtype, &[]);
+            let text = model.text();
+            let (b, l) = (2, 6);
+            let hidden = model.config().text.hidden_size;
+            let xs = tensor(&[b, l, hidden], 100, dtype);
+            let grad_out = tensor(&[b, l, hidden], 101, dtype);
+            let positions = Tensor::arange(0i64, l as i64, &Device::Cpu)
+                .unwrap()
+                .reshape((1, 1, l))
+                .unwrap()
+                .broadcast_as((3, b, l))
+                .unwrap()
+                .contiguous()
+                .unwrap();
+            let attention =
+                Tensor::new(&[[1u8, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]], &Device::Cpu).unwrap();
+            let ctx = text.context(&positions, &attention, b, l, dtype).unwrap();
+
+            let ours = text
+                .layer_grads(1, &xs, &ctx, &grad_out)
+                .unwrap()
+                .expect("a LoRA layer is traceable");
+            let input = Var::from_tensor(&xs).unwrap();
+            let out = text.layer(1, input.as_tensor(), &ctx).unwrap();
+            let graph = (out * &grad_out)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+
+            let close = |name: &str, a: &Tensor, b: &Tensor| {
+                let (scale, diff) = (max_abs(b), max_diff(a, b));
+                assert!(scale > 0.0, "{dtype:?} {name}: zero gradient");
+                assert!(
+                    diff <= tol * scale,
+                    "{dtype:?} {name}: differs by {diff} (max {scale})"
+                );
+            };
+            close("input", &ours.input, graph.get(input.as_tensor()).unwrap());
+            let layer_params: Vec<_> = adapter
+                .params()
+                .into_iter()
+                .filter(|(n, _)| n.contains("layers.1."))
+                .collect();
+            // q, k, v, o, gate, up, down: an A and a B each.
+            assert_eq!(ours.lora.len(), 14);
+            assert_eq!(layer_params.len(), 14);
+            for (name, var) in &layer_params {
+                let (_, g) = ours
+                    .lora
+                    .iter()
+                    .find(|(id, _)| *id == var.id())
+                    .expect(name);
+                close(name, g, graph.get(var.as_tensor()).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn a_layer_with_trainable_base_weights_goes_through_the_graph() {
+        let (model, _) = tied(DType::F32, &["input_layernorm"]);
+        let text = model.text();
+        let hidden = model.config().text.hidden_size;
+        let xs = Tensor::zeros((1, 2, hidden), DType::F32, &Device::Cpu).unwrap();
+        let positions = Tensor::zeros((3, 1, 2), DType::I64, &Device::Cpu).unwrap();
+        let attention = Tensor::ones((1, 2), DType::U8, &Device::Cpu).unwrap();
+        let ctx = text
+            .context(&positions, &attention, 1, 2, DType::F32)
+            .unwrap();
+        assert!(text.layer_grads(0, &xs, &ctx, &xs).unwrap().is_none());
+    }
 
     #[test]
     fn targets_shift_left_and_skip_ignored_labels() {

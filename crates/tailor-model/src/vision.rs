@@ -810,16 +810,7 @@ mod tests {
 
         let a = slow.forward_traced(&pixels, &grids).unwrap();
         let b = fast.forward_traced(&pixels, &grids).unwrap();
-        let diff = |x: &Tensor, y: &Tensor| {
-            (x - y)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
+        let diff = crate::test_util::max_diff;
         // Random (unseeded) weights: compare relative to each tensor's magnitude, as float32
         // rounding differs between the fused and the composed ops.
         let tol = |x: &Tensor| {
