@@ -13,8 +13,10 @@
 //! the values are exactly those of the composed ops, in any dtype) and enters the graph as one
 //! node, whose backward applies, in the same order and dtypes, the formulas candle's backward
 //! would have applied to the composed ops. Only the accumulation into per-node buffers is gone.
-//! The blocks are used on the CPU when their input carries a graph; untracked (inference) and
-//! non-CPU calls keep the composed ops.
+//! As graph nodes the blocks are used on the CPU when their input carries a graph and computes
+//! in a dtype other than float32 (see [`applies`]); untracked (inference), float32 and non-CPU
+//! calls keep the composed ops. Gradient checkpointing's layer re-run uses the blocks in every
+//! dtype through [`Traced`], without a graph (`TextModel::layer_grads`).
 
 use std::sync::Arc;
 
@@ -191,10 +193,20 @@ impl CustomOp3 for Node {
     }
 }
 
-/// Whether a block over these inputs should be one fused node: something to differentiate, on
-/// the CPU.
+/// Whether a block over these inputs (the first one in the compute dtype) should be one fused
+/// node: something to differentiate, on the CPU, in a dtype other than float32.
+///
+/// Float32 graphs keep the composed ops: a fused node returns its input's gradient already
+/// summed over the block's internal branches (the base product and the LoRA branch), where
+/// candle adds each edge into the input's buffer one by one, so sums over several consumers (the
+/// normed input feeds q, k and v) associate differently. That moves float32 results at the 1e-7
+/// level, which long runs amplify: the shipped demo's tuned trajectory fell from 91 % to 83 %
+/// held-out accuracy. Float32 training without checkpointing therefore stays bit for bit what
+/// it was; bfloat16, where candle's per-edge additions are the cost, takes the fused nodes.
 pub(crate) fn applies(inputs: &[&Tensor]) -> bool {
-    inputs.iter().any(|t| t.track_op()) && inputs.iter().all(|t| matches!(t.device(), Device::Cpu))
+    inputs.first().is_some_and(|t| t.dtype() != DType::F32)
+        && inputs.iter().any(|t| t.track_op())
+        && inputs.iter().all(|t| matches!(t.device(), Device::Cpu))
 }
 
 /// The low-rank branch of a LoRA projection: `((dropout(x) · Aᵀ) · Bᵀ) · scaling` in float32.
@@ -279,7 +291,7 @@ pub(crate) fn projection_traced(
     };
     let u = xd.matmul(&a.t()?)?;
     let delta = (u.matmul(&b.t()?)? * lora.scaling)?;
-    let value = (ys + delta.to_dtype(dtype)?)?.reshape(out_shape)?;
+    let value = crate::ops::add(&ys, &delta.to_dtype(dtype)?)?.reshape(out_shape)?;
     let (mask, scaling) = (lora.mask, lora.scaling);
     Ok(Traced::new(value, move |grad| {
         let g = grad.reshape((rows, out_dim))?;
@@ -294,7 +306,7 @@ pub(crate) fn projection_traced(
                 Some(mask) => (dxd * mask)?,
                 None => dxd,
             };
-            let dx = (g.matmul(&weight)? + dxf.to_dtype(dtype)?)?;
+            let dx = crate::ops::add(&g.matmul(&weight)?, &dxf.to_dtype(dtype)?)?;
             Some(dx.reshape(dims.as_slice())?)
         } else {
             None
@@ -754,10 +766,11 @@ mod tests {
     }
 
     #[test]
-    fn applies_only_to_tracked_cpu_inputs() {
-        let plain = tensor(&[2, 2], 50, DType::F32);
+    fn applies_only_to_tracked_cpu_inputs_outside_float32() {
+        let plain = tensor(&[2, 2], 50, DType::BF16);
         let tracked = var(&[2, 2], 51, DType::F32);
         assert!(!applies(&[&plain]));
         assert!(applies(&[&plain, tracked.as_tensor()]));
+        assert!(!applies(&[tracked.as_tensor()]));
     }
 }

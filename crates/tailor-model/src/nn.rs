@@ -113,6 +113,9 @@ pub(crate) fn rotate_half(xs: &Tensor) -> Result<Tensor> {
 
 /// `x·cos + rotate_half(x)·sin`, with `cos`/`sin` broadcast against `x`.
 pub(crate) fn apply_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if let Some(ys) = crate::ops::rotary_untracked(xs, cos, sin)? {
+        return Ok(ys);
+    }
     xs.broadcast_mul(cos)? + rotate_half(xs)?.broadcast_mul(sin)?
 }
 

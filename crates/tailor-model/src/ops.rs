@@ -222,12 +222,138 @@ pub fn narrow_scaled(x: &Tensor, dtype: DType, scale: f64) -> Result<Tensor> {
         let (mul, add) = (bf16::from_f64(scale).to_f32(), bf16::from_f64(0.0).to_f32());
         let out: Vec<bf16> = with_values(x, |v| {
             v.iter()
-                .map(|&v| bf16::from_f32(round_bf16(round_bf16(v) * mul) + add))
+                .map(|&v| to_bf16(round_bf16(round_bf16(v) * mul) + add))
                 .collect()
         })?;
         return Tensor::from_vec(out, x.shape(), x.device());
     }
     x.to_dtype(dtype)? * scale
+}
+
+/// `a + b` for tensors of one shape. Two untracked bfloat16 CPU tensors are added in one pass
+/// with candle's arithmetic (widen, add in float32, round to nearest even); candle 0.11.1 goes
+/// through non-inlined conversion calls per eight elements, which made these additions (the
+/// residual stream and the gradient sums of a decoder layer) a tenth of a bf16 training step.
+/// Anything else is candle's `add`.
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.shape() == b.shape() {
+        let sum = with_untracked_bf16(a, |x| {
+            with_untracked_bf16(b, |y| {
+                x.iter()
+                    .zip(y)
+                    .map(|(&x, &y)| to_bf16(x.to_f32() + y.to_f32()))
+                    .collect::<Vec<bf16>>()
+            })
+        })?;
+        if let Some(Some(sum)) = sum.transpose()? {
+            return Tensor::from_vec(sum, a.shape(), a.device());
+        }
+    }
+    a + b
+}
+
+/// `x·cos + rotate_half(x)·sin` for untracked float32 or bfloat16 CPU tensors `x [b, n, l, d]`
+/// and `cos`/`sin [b, 1, l, d]` (the decoder's M-RoPE), in one pass with the arithmetic of the
+/// composed ops (each product and the sum rounded to the dtype); `None` for anything else, which
+/// the caller computes with the composed ops. Those are five passes over `x`-sized buffers (two
+/// for `rotate_half`), each with candle's per-element bf16 conversions.
+pub fn rotary_untracked(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Option<Tensor>> {
+    let dtype = xs.dtype();
+    let plain =
+        |t: &Tensor| t.dtype() == dtype && !t.track_op() && matches!(t.device(), Device::Cpu);
+    if !(matches!(dtype, DType::F32 | DType::BF16) && plain(xs) && plain(cos) && plain(sin)) {
+        return Ok(None);
+    }
+    let Ok((b, n, l, d)) = xs.dims4() else {
+        return Ok(None);
+    };
+    if cos.dims() != [b, 1, l, d] || sin.dims() != [b, 1, l, d] || d % 2 != 0 {
+        return Ok(None);
+    }
+    let (xs, cos, sin) = (xs.contiguous()?, cos.contiguous()?, sin.contiguous()?);
+    let out = match dtype {
+        DType::F32 => {
+            let y = rotary_rows::<f32>(&slice(&xs)?, &slice(&cos)?, &slice(&sin)?, [b, n, l, d]);
+            Tensor::from_vec(y, (b, n, l, d), xs.device())?
+        }
+        _ => {
+            let y = rotary_rows::<bf16>(&slice(&xs)?, &slice(&cos)?, &slice(&sin)?, [b, n, l, d]);
+            Tensor::from_vec(y, (b, n, l, d), xs.device())?
+        }
+    };
+    Ok(Some(out))
+}
+
+/// A copy of a contiguous CPU tensor's values.
+fn slice<T: candle_core::WithDType>(t: &Tensor) -> Result<Vec<T>> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("rotary: the tensor is not on the CPU");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("rotary: the tensor is not contiguous");
+    };
+    Ok(cpu.as_slice::<T>()?[start..end].to_vec())
+}
+
+/// A float dtype's storage element: exact widening to float32, and the rounding of a float32
+/// result to the dtype (kept in float32).
+trait Element: Copy {
+    fn widen(self) -> f32;
+    fn round(x: f32) -> f32;
+    /// `x`, already rounded by [`Element::round`], as the element.
+    fn narrow(x: f32) -> Self;
+}
+
+impl Element for f32 {
+    fn widen(self) -> f32 {
+        self
+    }
+    fn round(x: f32) -> f32 {
+        x
+    }
+    fn narrow(x: f32) -> Self {
+        x
+    }
+}
+
+impl Element for bf16 {
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+    fn round(x: f32) -> f32 {
+        round_bf16(x)
+    }
+    fn narrow(x: f32) -> Self {
+        to_bf16(x)
+    }
+}
+
+/// The rows of [`rotary_untracked`]: `x` `[b, n, l, d]`, `cos`/`sin` `[b, l, d]`.
+fn rotary_rows<T: Element>(x: &[T], cos: &[T], sin: &[T], [b, n, l, d]: [usize; 4]) -> Vec<T> {
+    let half = d / 2;
+    let mut out = Vec::with_capacity(x.len());
+    for bi in 0..b {
+        for hi in 0..n {
+            for li in 0..l {
+                let row = &x[((bi * n + hi) * l + li) * d..][..d];
+                let c = &cos[(bi * l + li) * d..][..d];
+                let s = &sin[(bi * l + li) * d..][..d];
+                for j in 0..d {
+                    // rotate_half: [−x₂, x₁].
+                    let r = if j < half {
+                        -row[j + half].widen()
+                    } else {
+                        row[j - half].widen()
+                    };
+                    let a = T::round(row[j].widen() * c[j].widen());
+                    let rs = T::round(r * s[j].widen());
+                    out.push(T::narrow(T::round(a + rs)));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `f` over the values of an untracked bfloat16 CPU tensor (made contiguous first), or `None`
@@ -245,6 +371,12 @@ fn with_untracked_bf16<R>(x: &Tensor, f: impl FnOnce(&[bf16]) -> R) -> Result<Op
         return Ok(None);
     };
     Ok(Some(f(&cpu.as_slice::<bf16>()?[start..end])))
+}
+
+/// `x` rounded to bfloat16 (see [`round_bf16`]).
+#[inline(always)]
+fn to_bf16(x: f32) -> bf16 {
+    bf16::from_bits((round_bf16(x).to_bits() >> 16) as u16)
 }
 
 /// `f32 → bf16 → f32` with bfloat16's round-to-nearest-even (NaN stays NaN, quietened), as
@@ -351,6 +483,70 @@ mod tests {
             .iter()
             .map(|v| v.to_bits())
             .collect()
+    }
+
+    #[test]
+    fn rotary_equals_the_composed_ops_bit_for_bit() {
+        let (b, n, l, d) = (2, 3, 5, 8);
+        for dtype in [DType::F32, DType::BF16] {
+            // Queries as the decoder splits them: a transposed view of [b, l, n, d].
+            let x = Tensor::from_vec(draw(&[b, l, n, d], 1), (b, l, n, d), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap();
+            let table = |seed| {
+                let t = Tensor::from_vec(draw(&[b, 1, l, d], seed), (b, 1, l, d), &Device::Cpu);
+                (t.unwrap() * 4.0).unwrap().to_dtype(dtype).unwrap()
+            };
+            let (cos, sin) = (table(2), table(3));
+            let ours = rotary_untracked(&x, &cos, &sin)
+                .unwrap()
+                .expect("fast path");
+            let half = d / 2;
+            let rotated = Tensor::cat(
+                &[
+                    &x.narrow(3, half, half).unwrap().neg().unwrap(),
+                    &x.narrow(3, 0, half).unwrap(),
+                ],
+                3,
+            )
+            .unwrap();
+            let composed =
+                (x.broadcast_mul(&cos).unwrap() + rotated.broadcast_mul(&sin).unwrap()).unwrap();
+            assert_eq!(ours.dims(), composed.dims());
+            assert_eq!(bits(&ours), bits(&composed), "{dtype:?}");
+            // Other shapes and tracked inputs are left to the composed ops.
+            let v = Var::from_tensor(&x).unwrap();
+            assert!(
+                rotary_untracked(v.as_tensor(), &cos, &sin)
+                    .unwrap()
+                    .is_none()
+            );
+            let flat = cos.squeeze(1).unwrap();
+            assert!(rotary_untracked(&x, &flat, &flat).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn add_equals_candles_add_bit_for_bit() {
+        let a = awkward_values();
+        let n = a.len();
+        let mut b = a.clone();
+        b.rotate_left(17);
+        let a = Tensor::from_vec(a, n, &Device::Cpu).unwrap();
+        let b = Tensor::from_vec(b, n, &Device::Cpu).unwrap();
+        for dtype in [DType::BF16, DType::F32] {
+            let (a, b) = (a.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap());
+            let ours = add(&a, &b).unwrap();
+            assert_eq!(ours.dtype(), dtype);
+            assert_eq!(bits(&ours), bits(&(&a + &b).unwrap()), "{dtype:?}");
+        }
+        // Tracked inputs keep candle's op (and its gradient).
+        let v = Var::from_tensor(&a.to_dtype(DType::BF16).unwrap()).unwrap();
+        assert!(add(v.as_tensor(), v.as_tensor()).unwrap().track_op());
+        assert!(add(&a, &a.reshape((1, n)).unwrap()).is_err());
     }
 
     #[test]

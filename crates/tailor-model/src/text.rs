@@ -10,8 +10,10 @@ use candle_nn::kv_cache::KvCache;
 use candle_nn::{Embedding, VarBuilder};
 
 use crate::config::TextConfig;
+use crate::fused::Traced;
 use crate::lora::Projection;
 use crate::nn::{RmsNorm, SwiGlu, apply_rotary, attention, inv_freq};
+use crate::ops::add;
 
 /// The decoder stack.
 #[derive(Debug, Clone)]
@@ -139,6 +141,22 @@ impl TextModel {
         grad_out: &Tensor,
     ) -> Result<Option<LayerGrads>> {
         self.layers[i].input_and_lora_grads(xs, &ctx.cos, &ctx.sin, &ctx.mask, grad_out)
+    }
+
+    /// Decoder layer `i` without a gradient graph (its output is untracked even when LoRA
+    /// weights are `Var`s): block by block where the layer allows it, else the graph's output
+    /// detached. Gradient checkpointing's first pass and evaluation run layers this way.
+    pub(crate) fn layer_untracked(
+        &self,
+        i: usize,
+        xs: &Tensor,
+        ctx: &LayerContext,
+    ) -> Result<Tensor> {
+        let layer = &self.layers[i];
+        match layer.trace(xs, &ctx.cos, &ctx.sin, &ctx.mask)? {
+            Some(trace) => Ok(trace.output),
+            None => Ok(layer.forward(xs, &ctx.cos, &ctx.sin, &ctx.mask)?.detach()),
+        }
     }
 
     /// The final RMSNorm.
@@ -279,16 +297,14 @@ impl DecoderLayer {
     }
 
     fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let residual = xs;
-        let xs = self
+        let attn = self
             .self_attn
             .forward(&self.input_layernorm.forward(xs)?, cos, sin, mask)?;
-        let xs = (residual + xs)?;
-        let residual = &xs;
-        residual
-            + self
-                .mlp
-                .forward(&self.post_attention_layernorm.forward(&xs)?)?
+        let xs = add(xs, &attn)?;
+        let mlp = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&xs)?)?;
+        add(&xs, &mlp)
     }
 }
 
@@ -301,6 +317,23 @@ pub(crate) struct LayerGrads {
     pub lora: Vec<(TensorId, Tensor)>,
 }
 
+/// One decoder layer's blocks evaluated without a graph ([`DecoderLayer::trace`]), each with
+/// its backward, and the layer's output.
+struct LayerTrace {
+    norm1: Traced,
+    q: Traced,
+    k: Traced,
+    v: Traced,
+    core: Traced,
+    o: Traced,
+    norm2: Traced,
+    gate: Traced,
+    up: Traced,
+    act: Traced,
+    down: Traced,
+    output: Tensor,
+}
+
 impl DecoderLayer {
     fn projections(&self) -> [&Projection; 7] {
         let a = &self.self_attn;
@@ -308,27 +341,26 @@ impl DecoderLayer {
         [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, gate, up, down]
     }
 
-    /// [`DecoderLayer::forward`] and its backward for the output gradient `grad_out`, block by
-    /// block without candle's graph (`crate::fused`'s blocks, the values and gradient formulas
-    /// of the graph path); `None` unless every base weight and norm is frozen and on the CPU.
-    ///
-    /// candle's backward zero-fills and adds a gradient buffer for every edge of the graph (about
-    /// two dozen per layer even with fused blocks); here the only additions are the four real
-    /// ones: where the normed input feeds q, k and v, the post-attention norm feeds gate and up,
-    /// and the two residual branches meet.
-    fn input_and_lora_grads(
+    /// Whether [`DecoderLayer::trace`] applies: every base weight and norm frozen, on the CPU.
+    fn traceable(&self, xs: &Tensor) -> bool {
+        matches!(xs.device(), Device::Cpu)
+            && self.input_layernorm.traceable()
+            && self.post_attention_layernorm.traceable()
+            && self.projections().iter().all(|p| p.traceable())
+    }
+
+    /// [`DecoderLayer::forward`] block by block without candle's graph (`crate::fused`'s blocks:
+    /// the values of the graph path, bit for bit), keeping each block's backward; `None` unless
+    /// [`DecoderLayer::traceable`]. With the LoRA weights read detached, nothing here builds a
+    /// graph, so gradient checkpointing's first pass and evaluation use it too.
+    fn trace(
         &self,
         xs: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
-        grad_out: &Tensor,
-    ) -> Result<Option<LayerGrads>> {
-        if !(matches!(xs.device(), Device::Cpu)
-            && self.input_layernorm.traceable()
-            && self.post_attention_layernorm.traceable()
-            && self.projections().iter().all(|p| p.traceable()))
-        {
+    ) -> Result<Option<LayerTrace>> {
+        if !self.traceable(xs) {
             return Ok(None);
         }
         let attn = &self.self_attn;
@@ -348,28 +380,70 @@ impl DecoderLayer {
         }
         .traced(&q.value, &k.value, &v.value, [true; 3])?;
         let o = attn.o_proj.traced(&core.value)?;
-        let hidden = (&xs + &o.value)?;
+        let hidden = add(&xs, &o.value)?;
         let norm2 = self.post_attention_layernorm.traced(&hidden)?;
         let gate = gate_proj.traced(&norm2.value)?;
         let up = up_proj.traced(&norm2.value)?;
         let act = crate::fused::silu_mul_traced(&gate.value, &up.value)?;
         let down = down_proj.traced(&act.value)?;
+        let output = add(&hidden, &down.value)?;
+        Ok(Some(LayerTrace {
+            norm1,
+            q,
+            k,
+            v,
+            core,
+            o,
+            norm2,
+            gate,
+            up,
+            act,
+            down,
+            output,
+        }))
+    }
 
+    /// [`DecoderLayer::trace`] and its backward for the output gradient `grad_out`: the
+    /// gradients of `Σ out · grad_out` for the input and the LoRA weights.
+    ///
+    /// candle's backward zero-fills and adds a gradient buffer for every edge of the graph (about
+    /// two dozen per layer even with fused blocks); here the only additions are the four real
+    /// ones: where the normed input feeds q, k and v, the post-attention norm feeds gate and up,
+    /// and the two residual branches meet.
+    fn input_and_lora_grads(
+        &self,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        grad_out: &Tensor,
+    ) -> Result<Option<LayerGrads>> {
+        let Some(t) = self.trace(xs, cos, sin, mask)? else {
+            return Ok(None);
+        };
+        let attn = &self.self_attn;
+        let [gate_proj, up_proj, down_proj] = self.mlp.projections();
         // out = hidden + down(act): the residual passes grad_out through unchanged.
         let mut lora = Vec::new();
-        let dact = input_grad(down_proj, down.backward(grad_out)?, &mut lora)?;
-        let [dgate, dup] = exactly(act.backward(&dact)?)?;
-        let dnorm2 = (input_grad(gate_proj, gate.backward(&dgate)?, &mut lora)?
-            + input_grad(up_proj, up.backward(&dup)?, &mut lora)?)?;
-        let [dnorm2_in] = exactly(norm2.backward(&dnorm2)?)?;
-        let dhidden = (grad_out + dnorm2_in)?;
-        let dcore = input_grad(&attn.o_proj, o.backward(&dhidden)?, &mut lora)?;
-        let [dq, dk, dv] = exactly(core.backward(&dcore)?)?;
-        let dnorm1 = ((input_grad(&attn.q_proj, q.backward(&dq)?, &mut lora)?
-            + input_grad(&attn.k_proj, k.backward(&dk)?, &mut lora)?)?
-            + input_grad(&attn.v_proj, v.backward(&dv)?, &mut lora)?)?;
-        let [dnorm1_in] = exactly(norm1.backward(&dnorm1)?)?;
-        let input = (dhidden + dnorm1_in)?;
+        let dact = input_grad(down_proj, t.down.backward(grad_out)?, &mut lora)?;
+        let [dgate, dup] = exactly(t.act.backward(&dact)?)?;
+        let dnorm2 = add(
+            &input_grad(gate_proj, t.gate.backward(&dgate)?, &mut lora)?,
+            &input_grad(up_proj, t.up.backward(&dup)?, &mut lora)?,
+        )?;
+        let [dnorm2_in] = exactly(t.norm2.backward(&dnorm2)?)?;
+        let dhidden = add(grad_out, &dnorm2_in)?;
+        let dcore = input_grad(&attn.o_proj, t.o.backward(&dhidden)?, &mut lora)?;
+        let [dq, dk, dv] = exactly(t.core.backward(&dcore)?)?;
+        let dnorm1 = add(
+            &add(
+                &input_grad(&attn.q_proj, t.q.backward(&dq)?, &mut lora)?,
+                &input_grad(&attn.k_proj, t.k.backward(&dk)?, &mut lora)?,
+            )?,
+            &input_grad(&attn.v_proj, t.v.backward(&dv)?, &mut lora)?,
+        )?;
+        let [dnorm1_in] = exactly(t.norm1.backward(&dnorm1)?)?;
+        let input = add(&dhidden, &dnorm1_in)?;
         Ok(Some(LayerGrads { input, lora }))
     }
 
@@ -382,20 +456,18 @@ impl DecoderLayer {
         mask: &Tensor,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let residual = xs;
-        let xs = self.self_attn.forward_cached(
+        let attn = self.self_attn.forward_cached(
             &self.input_layernorm.forward(xs)?,
             cos,
             sin,
             mask,
             cache,
         )?;
-        let xs = (residual + xs)?;
-        let residual = &xs;
-        residual
-            + self
-                .mlp
-                .forward(&self.post_attention_layernorm.forward(&xs)?)?
+        let xs = add(xs, &attn)?;
+        let mlp = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&xs)?)?;
+        add(&xs, &mlp)
     }
 }
 

@@ -109,7 +109,7 @@ impl Qwen25Vl {
         let mut xs = embeds.detach();
         for i in 0..text.num_layers() {
             layer_inputs.push(xs.clone());
-            xs = text.layer(i, &xs, &ctx)?.detach();
+            xs = text.layer_untracked(i, &xs, &ctx)?;
         }
         Ok((layer_inputs, xs, embeds))
     }
@@ -158,10 +158,10 @@ impl Qwen25Vl {
             loss_sum = f64::from(ce.to_scalar::<f32>()?);
             let grads = (ce / normalizer)?.backward()?;
             acc.add(&grads)?;
-            let mut grad_out = grads
-                .get(top.as_tensor())
-                .cloned()
-                .unwrap_or(last.zeros_like()?);
+            let mut grad_out = match grads.get(top.as_tensor()) {
+                Some(g) => g.detach(),
+                None => last.zeros_like()?,
+            };
             drop(grads);
             for i in (0..text.num_layers()).rev() {
                 if let Some(layer) = text.layer_grads(i, &layer_inputs[i], &ctx, &grad_out)? {
@@ -174,7 +174,7 @@ impl Qwen25Vl {
                 let grads = (out * &grad_out)?.sum_all()?.backward()?;
                 acc.add(&grads)?;
                 grad_out = match grads.get(input.as_tensor()) {
-                    Some(g) => g.clone(),
+                    Some(g) => g.detach(),
                     None => grad_out.zeros_like()?,
                 };
             }
@@ -247,11 +247,17 @@ impl GradAccumulator {
         Ok(())
     }
 
+    /// The sums, detached: candle's backward returns gradients that can still carry a graph
+    /// (e.g. `grad · x` for a tracked `x`), and an optimizer moment built from one would keep
+    /// every earlier step's graph alive.
     fn finish(self) -> Vec<Tensor> {
         self.sums
             .into_iter()
             .zip(&self.params)
-            .map(|(s, p)| s.unwrap_or_else(|| p.zeros_like().expect("zeros of a live tensor")))
+            .map(|(s, p)| match s {
+                Some(s) => s.detach(),
+                None => p.zeros_like().expect("zeros of a live tensor").detach(),
+            })
             .collect()
     }
 }
