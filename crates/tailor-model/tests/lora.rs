@@ -108,7 +108,10 @@ fn every_adapter_weight_gets_a_gradient_and_checkpointing_changes_nothing() {
             );
             // Gradients carry no graph (an optimizer moment built from one would keep every
             // step's graph alive).
-            assert!(!g_full.track_op() && !g_ckpt.track_op(), "{fixture}: {name}");
+            assert!(
+                !g_full.track_op() && !g_ckpt.track_op(),
+                "{fixture}: {name}"
+            );
             let diff = max_abs_diff(g_full, g_ckpt);
             assert!(
                 diff <= 1e-5 * n.max(1e-3),
