@@ -493,15 +493,37 @@ pub(crate) fn silu_mul_traced(gate: &Tensor, up: &Tensor) -> Result<Traced> {
             Ok(vec![Some(dgate), Some(dup)])
         }));
     }
+    if let Some(value) = crate::ops::silu_mul_bf16(&g, &u)? {
+        // bfloat16 on the CPU: one pass each way, candle's rounding at every step.
+        return Ok(Traced::new(value, move |grad| {
+            let grad = grad.detach();
+            if let Some((dgate, dup)) = crate::ops::silu_mul_bf16_backward(&g, &u, &grad)? {
+                return Ok(vec![Some(dgate), Some(dup)]);
+            }
+            let (dgate, dup) = composed_silu_mul_backward(&g, &u, &g.silu()?, &grad)?;
+            Ok(vec![Some(dgate), Some(dup)])
+        }));
+    }
     let silu = g.silu()?;
     let value = (&silu * &u)?;
     Ok(Traced::new(value, move |grad| {
-        let dsilu = (grad * &u)?;
-        let dup = (grad * &silu)?;
-        let sigmoid = (g.neg()?.exp()? + 1.)?.recip()?;
-        let dgate = (dsilu * ((&sigmoid * (1. - &silu)?)? + &silu)?)?;
+        let (dgate, dup) = composed_silu_mul_backward(&g, &u, &silu, grad)?;
         Ok(vec![Some(dgate), Some(dup)])
     }))
+}
+
+/// The gradients `(dgate, dup)` of `silu(g) · u` as candle differentiates `silu` and `mul`.
+fn composed_silu_mul_backward(
+    g: &Tensor,
+    u: &Tensor,
+    silu: &Tensor,
+    grad: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let dsilu = (grad * u)?;
+    let dup = (grad * silu)?;
+    let sigmoid = (g.neg()?.exp()? + 1.)?.recip()?;
+    let dgate = (dsilu * ((&sigmoid * (1. - silu)?)? + silu)?)?;
+    Ok((dgate, dup))
 }
 
 #[cfg(test)]

@@ -203,12 +203,12 @@ pub(crate) fn silu_mul_backward(
 /// was a tenth of a bf16 training step. Anything else takes the composed ops.
 pub fn scale_to_f32(x: &Tensor, scale: f64) -> Result<Tensor> {
     let (mul, add) = (bf16::from_f64(scale).to_f32(), bf16::from_f64(0.0).to_f32());
-    let widened = with_untracked_bf16(x, |v| {
-        v.iter()
-            .map(|&v| round_bf16(round_bf16(v.to_f32() * mul) + add))
-            .collect::<Vec<f32>>()
-    })?;
-    if let Some(out) = widened {
+    if untracked_bf16(x) {
+        let out = with_bf16(x, |v| {
+            v.iter()
+                .map(|&v| round_bf16(round_bf16(v.to_f32() * mul) + add))
+                .collect::<Vec<f32>>()
+        })?;
         return Tensor::from_vec(out, x.shape(), x.device());
     }
     (x * scale)?.to_dtype(DType::F32)
@@ -236,18 +236,16 @@ pub fn narrow_scaled(x: &Tensor, dtype: DType, scale: f64) -> Result<Tensor> {
 /// residual stream and the gradient sums of a decoder layer) a tenth of a bf16 training step.
 /// Anything else is candle's `add`.
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if a.shape() == b.shape() {
-        let sum = with_untracked_bf16(a, |x| {
-            with_untracked_bf16(b, |y| {
+    if a.shape() == b.shape() && untracked_bf16(a) && untracked_bf16(b) {
+        let sum = with_bf16(a, |x| {
+            with_bf16(b, |y| {
                 x.iter()
                     .zip(y)
                     .map(|(&x, &y)| to_bf16(x.to_f32() + y.to_f32()))
                     .collect::<Vec<bf16>>()
             })
-        })?;
-        if let Some(Some(sum)) = sum.transpose()? {
-            return Tensor::from_vec(sum, a.shape(), a.device());
-        }
+        })??;
+        return Tensor::from_vec(sum, a.shape(), a.device());
     }
     a + b
 }
@@ -356,21 +354,87 @@ fn rotary_rows<T: Element>(x: &[T], cos: &[T], sin: &[T], [b, n, l, d]: [usize; 
     out
 }
 
-/// `f` over the values of an untracked bfloat16 CPU tensor (made contiguous first), or `None`
-/// for any other tensor.
-fn with_untracked_bf16<R>(x: &Tensor, f: impl FnOnce(&[bf16]) -> R) -> Result<Option<R>> {
-    if x.dtype() != DType::BF16 || x.track_op() || !matches!(x.device(), Device::Cpu) {
+/// `silu(gate) · up` for untracked bfloat16 CPU tensors of one shape, in one pass with the
+/// arithmetic of candle's bf16 `silu` and `mul` (`g / (1 + exp(−g))` and the product, each
+/// step rounded to bfloat16); `None` for anything else.
+pub fn silu_mul_bf16(gate: &Tensor, up: &Tensor) -> Result<Option<Tensor>> {
+    if gate.shape() != up.shape() || !untracked_bf16(gate) || !untracked_bf16(up) {
         return Ok(None);
     }
+    let out = with_bf16(gate, |g| {
+        with_bf16(up, |u| {
+            g.iter()
+                .zip(u)
+                .map(|(&g, &u)| to_bf16(silu_bf16(g.to_f32()) * u.to_f32()))
+                .collect::<Vec<bf16>>()
+        })
+    })??;
+    Ok(Some(Tensor::from_vec(out, gate.shape(), gate.device())?))
+}
+
+/// The gradients `(dgate, dup)` of [`silu_mul_bf16`] for the output gradient `grad`, with the
+/// arithmetic of candle's bf16 ops in the order the composed backward applies them:
+/// `dup = grad·silu`, `dgate = (grad·up) · (σ·(1 − silu) + silu)` with `σ = 1 / (exp(−g) + 1)`;
+/// `None` unless all three are untracked bfloat16 CPU tensors of one shape.
+pub fn silu_mul_bf16_backward(
+    gate: &Tensor,
+    up: &Tensor,
+    grad: &Tensor,
+) -> Result<Option<(Tensor, Tensor)>> {
+    let same = gate.shape() == up.shape() && gate.shape() == grad.shape();
+    if !(same && untracked_bf16(gate) && untracked_bf16(up) && untracked_bf16(grad)) {
+        return Ok(None);
+    }
+    let (dgate, dup) = with_bf16(gate, |g| {
+        with_bf16(up, |u| {
+            with_bf16(grad, |d| {
+                let mut dgate = Vec::with_capacity(g.len());
+                let mut dup = Vec::with_capacity(g.len());
+                for ((&g, &u), &d) in g.iter().zip(u).zip(d) {
+                    let (g, u, d) = (g.to_f32(), u.to_f32(), d.to_f32());
+                    let silu = silu_bf16(g);
+                    let dsilu = round_bf16(d * u);
+                    dup.push(to_bf16(d * silu));
+                    let e = round_bf16((-g).exp());
+                    let sigmoid = round_bf16(1.0 / round_bf16(e + 1.0));
+                    let one_minus = round_bf16(round_bf16(-silu) + 1.0);
+                    let slope = round_bf16(round_bf16(sigmoid * one_minus) + silu);
+                    dgate.push(to_bf16(dsilu * slope));
+                }
+                (dgate, dup)
+            })
+        })
+    })???;
+    let (shape, device) = (gate.shape(), gate.device());
+    Ok(Some((
+        Tensor::from_vec(dgate, shape, device)?,
+        Tensor::from_vec(dup, shape, device)?,
+    )))
+}
+
+/// candle's bf16 `silu` of a bf16 value `g` (as f32): `g / (1 + exp(−g))`, each step rounded.
+#[inline(always)]
+fn silu_bf16(g: f32) -> f32 {
+    let e = round_bf16((-g).exp());
+    round_bf16(g / round_bf16(1.0 + e))
+}
+
+/// Whether the one-pass bfloat16 loops apply to `t`: bfloat16, no graph, on the CPU.
+fn untracked_bf16(t: &Tensor) -> bool {
+    t.dtype() == DType::BF16 && !t.track_op() && matches!(t.device(), Device::Cpu)
+}
+
+/// `f` over the values of a bfloat16 CPU tensor (made contiguous first).
+fn with_bf16<R>(x: &Tensor, f: impl FnOnce(&[bf16]) -> R) -> Result<R> {
     let x = x.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
-        return Ok(None);
+        candle_core::bail!("bf16 loop: the tensor is not on the CPU");
     };
     let Some((start, end)) = layout.contiguous_offsets() else {
-        return Ok(None);
+        candle_core::bail!("bf16 loop: the tensor is not contiguous");
     };
-    Ok(Some(f(&cpu.as_slice::<bf16>()?[start..end])))
+    Ok(f(&cpu.as_slice::<bf16>()?[start..end]))
 }
 
 /// `x` rounded to bfloat16 (see [`round_bf16`]).
@@ -473,6 +537,13 @@ mod tests {
         v
     }
 
+    /// [`awkward_values`] rotated left by `k`, to pair each value with others.
+    fn awkward_rotated(k: usize) -> Vec<f32> {
+        let mut v = awkward_values();
+        v.rotate_left(k);
+        v
+    }
+
     fn bits(t: &Tensor) -> Vec<u32> {
         t.to_dtype(DType::F32)
             .unwrap()
@@ -530,11 +601,47 @@ mod tests {
     }
 
     #[test]
+    fn bf16_silu_mul_equals_candles_ops_bit_for_bit() {
+        let (g, u, d) = (awkward_values(), awkward_rotated(5), awkward_rotated(11));
+        let n = g.len();
+        let t = |v: Vec<f32>| {
+            Tensor::from_vec(v, n, &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::BF16)
+                .unwrap()
+        };
+        let (g, u, d) = (t(g), t(u), t(d));
+        let silu = g.silu().unwrap();
+        let ours = silu_mul_bf16(&g, &u).unwrap().expect("bf16 path");
+        assert_eq!(bits(&ours), bits(&(&silu * &u).unwrap()));
+        // The backward as the composed ops compute it (fused::composed_silu_mul_backward).
+        let dsilu = (&d * &u).unwrap();
+        let dup = (&d * &silu).unwrap();
+        let sigmoid = (g.neg().unwrap().exp().unwrap() + 1.)
+            .unwrap()
+            .recip()
+            .unwrap();
+        let slope = ((&sigmoid * (1. - &silu).unwrap()).unwrap() + &silu).unwrap();
+        let dgate = (dsilu * slope).unwrap();
+        let (our_dgate, our_dup) = silu_mul_bf16_backward(&g, &u, &d).unwrap().expect("bf16");
+        assert_eq!(bits(&our_dgate), bits(&dgate), "dgate");
+        assert_eq!(bits(&our_dup), bits(&dup), "dup");
+        // Other dtypes, tracked inputs and mismatched shapes are left to the composed ops.
+        let f = g.to_dtype(DType::F32).unwrap();
+        assert!(silu_mul_bf16(&f, &f).unwrap().is_none());
+        let v = Var::from_tensor(&g).unwrap();
+        assert!(silu_mul_bf16(v.as_tensor(), &u).unwrap().is_none());
+        assert!(
+            silu_mul_bf16_backward(&g, &u, &d.narrow(0, 0, 3).unwrap())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
     fn add_equals_candles_add_bit_for_bit() {
-        let a = awkward_values();
+        let (a, b) = (awkward_values(), awkward_rotated(17));
         let n = a.len();
-        let mut b = a.clone();
-        b.rotate_left(17);
         let a = Tensor::from_vec(a, n, &Device::Cpu).unwrap();
         let b = Tensor::from_vec(b, n, &Device::Cpu).unwrap();
         for dtype in [DType::BF16, DType::F32] {
