@@ -363,16 +363,8 @@ impl Attention<'_> {
         };
         let q_rot = crate::nn::apply_rotary(&split(q, h)?, &cos, &sin)?.contiguous()?;
         let k_rot = crate::nn::apply_rotary(&split(k, kv)?, &cos, &sin)?;
-        let repeat = |t: Tensor| -> Result<Tensor> {
-            if groups == 1 {
-                return t.contiguous();
-            }
-            t.unsqueeze(2)?
-                .expand((b, kv, groups, l, d))?
-                .reshape((b, h, l, d))
-        };
-        let k_rep = repeat(k_rot)?;
-        let v_rep = repeat(split(v, kv)?)?;
+        let k_rep = crate::nn::repeat_kv(&k_rot, groups)?;
+        let v_rep = crate::nn::repeat_kv(&split(v, kv)?, groups)?;
         let scale = 1.0 / (d as f64).sqrt();
         let scores =
             crate::ops::scale_to_f32(&q_rot.matmul(&k_rep.t()?)?, scale)?.broadcast_add(&mask)?;
@@ -387,7 +379,7 @@ impl Attention<'_> {
             let dprobs_d = dout.matmul(&v_rep.t()?)?;
             let dv_rep = probs_d.t()?.matmul(&dout)?;
             let dprobs = dprobs_d.to_dtype(DType::F32)?;
-            let dscores = softmax_backward(&probs, &dprobs)?;
+            let dscores = crate::ops::softmax_last_dim_backward(&probs, &dprobs)?;
             let draw = crate::ops::narrow_scaled(&dscores, dtype, scale)?;
             // The repetition's backward sums each group's gradients into its KV head.
             let unrepeat = |t: Tensor| -> Result<Tensor> {
@@ -429,15 +421,6 @@ fn rotary_backward(dy: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let z1 = z.narrow(D::Minus1, 0, half)?;
     let z2 = z.narrow(D::Minus1, half, half)?;
     dy.broadcast_mul(cos)? + Tensor::cat(&[&z2, &z1.neg()?], D::Minus1)?
-}
-
-/// The row softmax's input gradient from its float32 output `y` and output gradient `dy`.
-fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
-    let d = y.dim(D::Minus1)?;
-    let dx = crate::ops::with_values(y, |y| {
-        crate::ops::with_values(dy, |dy| crate::kernels::softmax_backward(y, dy, d))
-    })??;
-    Tensor::from_vec(dx, y.shape(), y.device())
 }
 
 /// `Qwen2RMSNorm` with a frozen `weight`: normalise in float32, cast back to the input dtype,
@@ -678,16 +661,6 @@ mod tests {
                 let split = |t: &Tensor, n: usize| {
                     t.reshape((bsz, l, n, d)).unwrap().transpose(1, 2).unwrap()
                 };
-                let repeat = |t: Tensor| {
-                    let groups = heads / kv_heads;
-                    if groups == 1 {
-                        return t.contiguous().unwrap();
-                    }
-                    t.unsqueeze(2)
-                        .and_then(|t| t.expand((bsz, kv_heads, groups, l, d)))
-                        .and_then(|t| t.reshape((bsz, heads, l, d)))
-                        .unwrap()
-                };
                 let rq = crate::nn::apply_rotary(&split(q.as_tensor(), heads), &cos, &sin)
                     .and_then(|t| t.contiguous())
                     .unwrap();
@@ -696,8 +669,9 @@ mod tests {
                 let scale = 1.0 / (d as f64).sqrt();
                 let composed = crate::nn::attention(
                     &rq,
-                    &repeat(rk),
-                    &repeat(split(v.as_tensor(), kv_heads)),
+                    &crate::nn::repeat_kv(&rk, heads / kv_heads).unwrap(),
+                    &crate::nn::repeat_kv(&split(v.as_tensor(), kv_heads), heads / kv_heads)
+                        .unwrap(),
                     scale,
                     Some(&mask),
                 )

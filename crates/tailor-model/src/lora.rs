@@ -249,33 +249,33 @@ impl Projection {
         self.frozen() && matches!(self.base.weight().device(), Device::Cpu)
     }
 
-    /// The LoRA branch's operands for an input of `rows` rows of `in_dim` (the dropout mask
-    /// drawn as the composed path draws it).
-    fn low_rank(
-        &self,
-        rows: usize,
-        in_dim: usize,
-        device: &Device,
-    ) -> Result<Option<crate::fused::LowRank<'_>>> {
+    /// The LoRA branch's operands for the input `xs` (the dropout mask drawn as the composed
+    /// path draws it).
+    fn low_rank(&self, xs: &Tensor) -> Result<Option<crate::fused::LowRank<'_>>> {
         let Some(lora) = &self.lora else {
             return Ok(None);
         };
+        let (rows, in_dim) = rows_and_features(xs);
         Ok(Some(crate::fused::LowRank {
             a: lora.a.as_tensor(),
             b: lora.b.as_tensor(),
             scaling: lora.scaling,
-            mask: lora.dropout_mask(rows, in_dim, device)?,
+            mask: lora.dropout_mask(rows, in_dim, xs.device())?,
         }))
     }
 
     /// The projection without a graph (see [`crate::fused::Traced`]); its backward gives
     /// `[dx, dA, dB]` with a LoRA pair, `[dx]` without.
     pub(crate) fn traced(&self, xs: &Tensor) -> Result<crate::fused::Traced> {
-        let in_dim = *xs.dims().last().expect("a linear input has a feature axis");
-        let rows = xs.elem_count() / in_dim.max(1);
-        let branch = self.low_rank(rows, in_dim, xs.device())?;
+        let branch = self.low_rank(xs)?;
         crate::fused::projection_traced(xs, self.base.weight(), self.base.bias(), branch, true)
     }
+}
+
+/// `(rows, features)` of a linear layer's input `[.., features]`.
+fn rows_and_features(xs: &Tensor) -> (usize, usize) {
+    let in_dim = *xs.dims().last().expect("a linear input has a feature axis");
+    (xs.elem_count() / in_dim.max(1), in_dim)
 }
 
 impl Module for Projection {
@@ -283,8 +283,7 @@ impl Module for Projection {
         let weight = self.base.weight();
         let bias = self.base.bias();
         let dims = xs.dims();
-        let in_dim = *dims.last().expect("a linear input has a feature axis");
-        let rows = xs.elem_count() / in_dim.max(1);
+        let (rows, in_dim) = rows_and_features(xs);
         let frozen = self.frozen();
         let mut inputs = vec![xs];
         if let Some(lora) = &self.lora {
@@ -292,8 +291,7 @@ impl Module for Projection {
         }
         if frozen && crate::fused::applies(&inputs) {
             // Training on the CPU: the whole projection is one graph node.
-            let branch = self.low_rank(rows, in_dim, xs.device())?;
-            return crate::fused::projection(xs, weight, bias, branch);
+            return crate::fused::projection(xs, weight, bias, self.low_rank(xs)?);
         }
         let ys = if xs.track_op() && frozen {
             // A frozen base weight under a tracked input: skip candle's discarded weight gradient.

@@ -119,6 +119,18 @@ pub(crate) fn apply_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Te
     xs.broadcast_mul(cos)? + rotate_half(xs)?.broadcast_mul(sin)?
 }
 
+/// `[b, kv, l, d]` → `[b, kv·groups, l, d]`: KV head `g` serves query heads `g·groups..`
+/// (contiguous either way).
+pub(crate) fn repeat_kv(xs: &Tensor, groups: usize) -> Result<Tensor> {
+    if groups == 1 {
+        return xs.contiguous();
+    }
+    let (b, kv, l, d) = xs.dims4()?;
+    xs.unsqueeze(2)?
+        .expand((b, kv, groups, l, d))?
+        .reshape((b, kv * groups, l, d))
+}
+
 /// Scaled dot-product attention over `[batch, heads, len, head_dim]` inputs: scores scaled after
 /// the product, an optional additive float32 mask, softmax in float32, result in the input dtype.
 pub(crate) fn attention(

@@ -98,12 +98,25 @@ fn f32_values<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]>
 
 /// Runs `f` on the values of a float32 CPU tensor (made contiguous first).
 pub(crate) fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    with_slice(t, f)
+}
+
+/// Runs `f` on the values of a bfloat16 CPU tensor (made contiguous first).
+fn with_bf16<R>(t: &Tensor, f: impl FnOnce(&[bf16]) -> R) -> Result<R> {
+    with_slice(t, f)
+}
+
+/// Runs `f` on the values of a CPU tensor of element type `T` (made contiguous first).
+fn with_slice<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
         candle_core::bail!("fused op: the tensor is not on the CPU");
     };
-    Ok(f(f32_values(cpu, layout)?))
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("fused op: the tensor is not contiguous");
+    };
+    Ok(f(&cpu.as_slice::<T>()?[start..end]))
 }
 
 /// Softmax over the last axis; differentiable.
@@ -128,12 +141,18 @@ impl CustomOp1 for SoftmaxLastDim {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let d = y.dims().last().copied().unwrap_or(1);
-        let dx = with_values(y, |y| {
-            with_values(dy, |dy| kernels::softmax_backward(y, dy, d))
-        })??;
-        Ok(Some(Tensor::from_vec(dx, y.shape(), y.device())?))
+        softmax_last_dim_backward(y, dy).map(Some)
     }
+}
+
+/// The input gradient of the float32 [`softmax_last_dim`] from its output `y` and output
+/// gradient `dy`.
+pub(crate) fn softmax_last_dim_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    let d = y.dims().last().copied().unwrap_or(1);
+    let dx = with_values(y, |y| {
+        with_values(dy, |dy| kernels::softmax_backward(y, dy, d))
+    })??;
+    Tensor::from_vec(dx, y.shape(), y.device())
 }
 
 /// `silu(gate) · up`, element-wise; differentiable in both.
@@ -268,30 +287,24 @@ pub fn rotary_untracked(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Optio
     if cos.dims() != [b, 1, l, d] || sin.dims() != [b, 1, l, d] || d % 2 != 0 {
         return Ok(None);
     }
-    let (xs, cos, sin) = (xs.contiguous()?, cos.contiguous()?, sin.contiguous()?);
-    let out = match dtype {
-        DType::F32 => {
-            let y = rotary_rows::<f32>(&slice(&xs)?, &slice(&cos)?, &slice(&sin)?, [b, n, l, d]);
-            Tensor::from_vec(y, (b, n, l, d), xs.device())?
-        }
-        _ => {
-            let y = rotary_rows::<bf16>(&slice(&xs)?, &slice(&cos)?, &slice(&sin)?, [b, n, l, d]);
-            Tensor::from_vec(y, (b, n, l, d), xs.device())?
-        }
-    };
-    Ok(Some(out))
-}
-
-/// A copy of a contiguous CPU tensor's values.
-fn slice<T: candle_core::WithDType>(t: &Tensor) -> Result<Vec<T>> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("rotary: the tensor is not on the CPU");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("rotary: the tensor is not contiguous");
-    };
-    Ok(cpu.as_slice::<T>()?[start..end].to_vec())
+    fn rotate<T: Element + candle_core::WithDType>(
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        dims: [usize; 4],
+    ) -> Result<Tensor> {
+        let y = with_slice(xs, |x| {
+            with_slice(cos, |c| {
+                with_slice(sin, |s| rotary_rows::<T>(x, c, s, dims))
+            })
+        })???;
+        Tensor::from_vec(y, dims.as_slice(), xs.device())
+    }
+    let dims = [b, n, l, d];
+    Ok(Some(match dtype {
+        DType::F32 => rotate::<f32>(xs, cos, sin, dims)?,
+        _ => rotate::<bf16>(xs, cos, sin, dims)?,
+    }))
 }
 
 /// A float dtype's storage element: exact widening to float32, and the rounding of a float32
@@ -422,19 +435,6 @@ fn silu_bf16(g: f32) -> f32 {
 /// Whether the one-pass bfloat16 loops apply to `t`: bfloat16, no graph, on the CPU.
 fn untracked_bf16(t: &Tensor) -> bool {
     t.dtype() == DType::BF16 && !t.track_op() && matches!(t.device(), Device::Cpu)
-}
-
-/// `f` over the values of a bfloat16 CPU tensor (made contiguous first).
-fn with_bf16<R>(x: &Tensor, f: impl FnOnce(&[bf16]) -> R) -> Result<R> {
-    let x = x.contiguous()?;
-    let (storage, layout) = x.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("bf16 loop: the tensor is not on the CPU");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("bf16 loop: the tensor is not contiguous");
-    };
-    Ok(f(&cpu.as_slice::<bf16>()?[start..end]))
 }
 
 /// `x` rounded to bfloat16 (see [`round_bf16`]).

@@ -12,7 +12,7 @@ use candle_nn::{Embedding, VarBuilder};
 use crate::config::TextConfig;
 use crate::fused::Traced;
 use crate::lora::Projection;
-use crate::nn::{RmsNorm, SwiGlu, apply_rotary, attention, inv_freq};
+use crate::nn::{RmsNorm, SwiGlu, apply_rotary, attention, inv_freq, repeat_kv};
 use crate::ops::add;
 
 /// The decoder stack.
@@ -370,15 +370,9 @@ impl DecoderLayer {
         let q = attn.q_proj.traced(&norm1.value)?;
         let k = attn.k_proj.traced(&norm1.value)?;
         let v = attn.v_proj.traced(&norm1.value)?;
-        let core = crate::fused::Attention {
-            cos,
-            sin,
-            mask,
-            heads: attn.num_heads,
-            kv_heads: attn.num_kv_heads,
-            head_dim: attn.head_dim,
-        }
-        .traced(&q.value, &k.value, &v.value, [true; 3])?;
+        let core = attn
+            .core(cos, sin, mask)
+            .traced(&q.value, &k.value, &v.value, [true; 3])?;
         let o = attn.o_proj.traced(&core.value)?;
         let hidden = add(&xs, &o.value)?;
         let norm2 = self.post_attention_layernorm.traced(&hidden)?;
@@ -534,6 +528,23 @@ impl SelfAttention {
         Ok((q, k, v))
     }
 
+    /// The attention between the projections as one block (see [`crate::fused::Attention`]).
+    fn core<'a>(
+        &self,
+        cos: &'a Tensor,
+        sin: &'a Tensor,
+        mask: &'a Tensor,
+    ) -> crate::fused::Attention<'a> {
+        crate::fused::Attention {
+            cos,
+            sin,
+            mask,
+            heads: self.num_heads,
+            kv_heads: self.num_kv_heads,
+            head_dim: self.head_dim,
+        }
+    }
+
     fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, l, _) = xs.dims3()?;
         let q = self.q_proj.forward(xs)?;
@@ -541,19 +552,13 @@ impl SelfAttention {
         let v = self.v_proj.forward(xs)?;
         if crate::fused::applies(&[&q, &k, &v]) {
             // Training on the CPU: everything between the projections is one graph node.
-            let attention = crate::fused::Attention {
-                cos,
-                sin,
-                mask,
-                heads: self.num_heads,
-                kv_heads: self.num_kv_heads,
-                head_dim: self.head_dim,
-            };
-            return self.o_proj.forward(&attention.forward(&q, &k, &v)?);
+            let core = self.core(cos, sin, mask).forward(&q, &k, &v)?;
+            return self.o_proj.forward(&core);
         }
         let (q, k, v) = self.rotate(&q, &k, &v, cos, sin)?;
-        let k = self.repeat_kv(k)?;
-        let v = self.repeat_kv(v)?;
+        let groups = self.num_heads / self.num_kv_heads;
+        let k = repeat_kv(&k, groups)?;
+        let v = repeat_kv(&v, groups)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let out = attention(&q, &k, &v, scale, Some(mask))?;
         let out = out
@@ -584,7 +589,7 @@ impl SelfAttention {
     }
 
     /// Inference attention of `q` `[b, heads, l, d]` over the cached `k`/`v` `[b, kv, t, d]`
-    /// (views into the cache's buffer) without [`SelfAttention::repeat_kv`]: the query heads of
+    /// (views into the cache's buffer) without [`repeat_kv`]: the query heads of
     /// each KV group are stacked along the length axis, so the cache is never copied per group.
     /// Same arithmetic as [`attention`] (scale after the product, float32 mask and softmax), with
     /// candle's fused last-dimension softmax since nothing here needs a gradient.
@@ -608,18 +613,6 @@ impl SelfAttention {
             .to_dtype(dtype)?
             .reshape((b, kv, groups * l, t))?;
         probs.matmul(v)?.reshape((b, h, l, d))
-    }
-
-    /// `[b, kv, l, d]` → `[b, kv·groups, l, d]`: KV head `g` serves query heads `g·groups..`.
-    fn repeat_kv(&self, xs: Tensor) -> Result<Tensor> {
-        let groups = self.num_heads / self.num_kv_heads;
-        if groups == 1 {
-            return xs.contiguous();
-        }
-        let (b, kv, l, d) = xs.dims4()?;
-        xs.unsqueeze(2)?
-            .expand((b, kv, groups, l, d))?
-            .reshape((b, kv * groups, l, d))
     }
 }
 

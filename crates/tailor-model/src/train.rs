@@ -221,16 +221,12 @@ impl GradAccumulator {
     }
 
     fn add(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
-        for (i, p) in self.params.iter().enumerate() {
-            if let Some(g) = grads.get(p) {
-                debug_assert_eq!(self.ids.get(&p.id()), Some(&i));
-                self.sums[i] = Some(match self.sums[i].take() {
-                    Some(s) => (s + g)?,
-                    None => g.clone(),
-                });
-            }
-        }
-        Ok(())
+        let found: Vec<(TensorId, Tensor)> = self
+            .params
+            .iter()
+            .filter_map(|p| Some((p.id(), grads.get(p)?.clone())))
+            .collect();
+        self.add_each(found)
     }
 
     /// Adds gradients given by parameter id (ids outside the parameter list are ignored, as
